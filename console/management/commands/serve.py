@@ -1,0 +1,182 @@
+"""`manage.py serve`: the whole of Tideline on one machine, as children of one process.
+
+Migrates, creates the first admin on an empty database, then runs gunicorn (web), a
+Celery worker and Celery beat. Ctrl-C or SIGTERM stops every child, then the embedded
+servers of try-out mode; if one child dies, the rest are stopped too, so nothing runs
+half-alive.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
+
+from console.access import Role
+from console.embedded import stop_services
+from console.services import user_create
+
+STOP_GRACE_SECONDS = 30
+
+
+class Command(BaseCommand):
+    help = (
+        "Run Tideline: web server, Celery worker and beat, stopped together by Ctrl-C or SIGTERM."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--web-workers", type=int, default=min(4, 2 * (os.cpu_count() or 1)))
+        parser.add_argument("--celery-workers", type=int, default=2)
+        parser.add_argument(
+            "--no-embedded",
+            action="store_true",
+            help="refuse to start without DATABASE_URL and REDIS_URL instead of embedded servers",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._ask_to_stop)
+        signal.signal(signal.SIGINT, self._ask_to_stop)
+        children: dict[str, subprocess.Popen[bytes]] = {}
+        exit_code = 0
+        try:
+            self._prepare()
+            env = self._child_environment()
+            for name, command in self._commands(options).items():
+                children[name] = subprocess.Popen(command, env=env)  # noqa: S603 - our own fixed commands
+            url = f"http://{options['host']}:{options['port']}"
+            self._announce_when_up(url, children)
+            exit_code = self._watch(children)
+        finally:
+            self._stop(children)
+            stop_services()
+        sys.exit(exit_code)
+
+    def _ask_to_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _prepare(self) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        if not get_user_model().objects.exists():
+            password = secrets.token_urlsafe(12)
+            user_create(username="admin", role=Role.ADMIN, password=password, actor="serve")
+            self.stdout.write(
+                self.style.WARNING(
+                    f"First admin account: admin / {password}  (shown only this once)"
+                )
+            )
+        connections.close_all()  # children open their own; this process holds none while it waits
+
+    def _child_environment(self) -> dict[str, str]:
+        metrics_dir = Path(settings.TIDELINE_HOME) / "metrics"
+        shutil.rmtree(
+            metrics_dir, ignore_errors=True
+        )  # counters of a previous run are not this run's
+        metrics_dir.mkdir(parents=True)
+        return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+
+    def _commands(self, options: dict[str, Any]) -> dict[str, list[str]]:
+        python = sys.executable
+        home = Path(settings.TIDELINE_HOME)
+        return {
+            "web": [
+                python,
+                "-m",
+                "gunicorn",
+                "console.wsgi:application",
+                "--bind",
+                f"{options['host']}:{options['port']}",
+                "--workers",
+                str(options["web_workers"]),
+                "--config",
+                "python:console.gunicorn_conf",
+                "--graceful-timeout",
+                "20",
+                "--timeout",
+                "60",
+                "--no-control-socket",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "worker",
+                "--concurrency",
+                str(options["celery_workers"]),
+                "--loglevel",
+                "INFO",
+            ],
+            "beat": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "console",
+                "beat",
+                "--schedule",
+                str(home / "celerybeat-schedule"),
+                "--loglevel",
+                "INFO",
+            ],
+        }
+
+    def _announce_when_up(self, url: str, children: dict[str, subprocess.Popen[bytes]]) -> None:
+        while not self.stopping and all(child.poll() is None for child in children.values()):
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):  # noqa: S310 - our own server
+                    self.stdout.write(
+                        self.style.SUCCESS(f"Tideline is up on {url}/  (Ctrl-C stops it)")
+                    )
+                    return
+            except OSError:
+                time.sleep(0.3)
+
+    def _watch(self, children: dict[str, subprocess.Popen[bytes]]) -> int:
+        while not self.stopping:
+            for name, child in children.items():
+                code = child.poll()
+                if code is not None:
+                    self.stderr.write(
+                        f"serve: {name} exited with status {code}; stopping Tideline."
+                    )
+                    return 1
+            time.sleep(0.3)
+        return 0
+
+    def _stop(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
+        """SIGTERM to every child; SIGKILL to whatever of them (or theirs) outlives the grace."""
+        family = []
+        for child in children.values():
+            try:
+                family.append(psutil.Process(child.pid))
+                family.extend(psutil.Process(child.pid).children(recursive=True))
+            except psutil.NoSuchProcess:
+                continue
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(family, timeout=STOP_GRACE_SECONDS)
+        for process in alive:
+            process.kill()
+        psutil.wait_procs(alive, timeout=5)
+        for child in children.values():
+            child.poll()

@@ -1,0 +1,35 @@
+"""Reads of the console's state that are more than a queryset."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+
+from console.models import ApiToken, IngestToken, JournalEntry
+from console.services import token_digest
+
+LOGIN_FAILED = "login.failed"
+
+
+def api_token_find(secret: str) -> ApiToken | None:
+    return (
+        ApiToken.objects.live().select_related("user").filter(digest=token_digest(secret)).first()
+    )
+
+
+def ingest_token_find(secret: str) -> IngestToken | None:
+    return IngestToken.objects.live().filter(digest=token_digest(secret)).first()
+
+
+def login_is_throttled(*, username: str, remote_addr: str | None, now: datetime) -> bool:
+    """Too many failed logins lately for this account, or from this address."""
+    since = now - timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS)
+    limit = settings.LOGIN_FAILURE_LIMIT
+    recent = JournalEntry.objects.filter(action=LOGIN_FAILED, at__gte=since)
+    if recent.filter(subject=f"user:{username.lower()}").count() >= limit:
+        return True
+    # An address may serve a whole office behind NAT, so it gets more room than one account.
+    by_address = Q(remote_addr=remote_addr) if remote_addr else Q(pk__in=[])
+    return recent.filter(by_address).count() >= limit * 4
