@@ -15,9 +15,13 @@ def main() -> None:
     # Django reads its settings, so every command (and every child of `serve`) sees them.
     provide_services(allow_embedded="--no-embedded" not in sys.argv)
 
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfigured as error:
+        sys.exit(f"Tideline cannot start: {error}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
@@ -59,3 +60,18 @@ def ingest_token_from(request: HttpRequest) -> IngestToken:
         raise IngestAuthError("Unknown or revoked ingest token.")
     token_mark_used(token, now=timezone.now())
     return token
+
+
+class PersonalTokenScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes personal tokens."""
+
+    target_class = PersonalTokenAuthentication
+    name = "personalToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Token <personal token>`, made under API tokens or with `manage.py api_token create`.",
+        }

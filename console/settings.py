@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
     "console",
@@ -188,6 +189,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Flows, dead letters, replays and the ledger, for people with a personal token.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from our own static files: the console never loads code from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "SERVE_PERMISSIONS": ["console.access.MatrixPermission"],
     "SERVE_AUTHENTICATION": [
         "console.authentication.PersonalTokenAuthentication",

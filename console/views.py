@@ -20,6 +20,7 @@ from console import metrics
 from console.models import ApiToken, IngestToken
 from console.selectors import login_is_throttled
 from console.services import (
+    IssuedToken,
     api_token_create,
     api_token_revoke,
     ingest_token_create,
@@ -88,24 +89,32 @@ class IngestTokenForm(forms.Form):
         return systems
 
 
+# A new secret travels to the next page view through the session and is popped there, so
+# the page that shows it is a GET: reloading it neither resubmits nor shows the secret again.
+_ISSUED = "tideline_issued_token"
+
+
+def _remember_issued(request: HttpRequest, issued: IssuedToken, label: str) -> None:
+    request.session[_ISSUED] = {"secret": issued.secret, "label": label}
+
+
+def _token_page(request: HttpRequest, template: str, form: forms.Form, tokens: Any) -> HttpResponse:
+    context = {"form": form, "issued": request.session.pop(_ISSUED, None), "tokens": tokens}
+    return render(request, template, context, status=400 if form.errors else 200)
+
+
 @require_http_methods(["GET", "POST"])
 def api_tokens(request: HttpRequest) -> HttpResponse:
     form = TokenNameForm(request.POST or None)
-    issued = None
     if request.method == "POST" and form.is_valid():
         assert isinstance(request.user, User)  # the access rules let only signed-in people here
-        issued = api_token_create(
-            user=request.user, name=form.cleaned_data["name"], request=request
+        name = form.cleaned_data["name"]
+        _remember_issued(
+            request, api_token_create(user=request.user, name=name, request=request), name
         )
-        form = TokenNameForm()
+        return redirect("api-tokens")
     tokens = ApiToken.objects.filter(user=request.user.pk).order_by("-created_at")
-    status = 400 if form.errors else 200
-    return render(
-        request,
-        "console/api_tokens.html",
-        {"form": form, "issued": issued, "tokens": tokens},
-        status=status,
-    )
+    return _token_page(request, "console/api_tokens.html", form, tokens)
 
 
 @require_POST
@@ -118,23 +127,15 @@ def api_token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def ingest_tokens(request: HttpRequest) -> HttpResponse:
     form = IngestTokenForm(request.POST or None)
-    issued = None
     if request.method == "POST" and form.is_valid():
+        sender = form.cleaned_data["sender"]
         issued = ingest_token_create(
-            sender=form.cleaned_data["sender"],
-            systems=form.cleaned_data["systems"],
-            actor=request.user,
-            request=request,
+            sender=sender, systems=form.cleaned_data["systems"], actor=request.user, request=request
         )
-        form = IngestTokenForm()
+        _remember_issued(request, issued, sender)
+        return redirect("ingest-tokens")
     tokens = IngestToken.objects.order_by("sender", "-created_at")
-    status = 400 if form.errors else 200
-    return render(
-        request,
-        "console/ingest_tokens.html",
-        {"form": form, "issued": issued, "tokens": tokens},
-        status=status,
-    )
+    return _token_page(request, "console/ingest_tokens.html", form, tokens)
 
 
 @require_POST

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -67,3 +68,12 @@ def client_as(make_user: Callable[..., User]) -> Callable[[Role | None], Client]
         return client
 
     return signed_in
+
+
+def require_service(available: bool, missing: str) -> None:
+    """Skip with one line naming what is missing; in CI (which provides everything) fail instead."""
+    if available:
+        return
+    if os.environ.get("TIDELINE_REQUIRE_ALL_SERVICES"):
+        pytest.fail(f"CI must provide this: {missing}")
+    pytest.skip(missing)

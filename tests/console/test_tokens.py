@@ -18,9 +18,10 @@ pytestmark = pytest.mark.django_db
 
 def test_a_personal_token_is_shown_once_and_works_until_revoked(client_as, make_user) -> None:
     browser = client_as(Role.OPERATOR)
-    created = browser.post("/account/api-tokens/", {"name": "nightly report"})
-    secret = created.context["issued"].secret
+    created = browser.post("/account/api-tokens/", {"name": "nightly report"}, follow=True)
+    secret = created.context["issued"]["secret"]
     assert secret.encode() in created.content
+    assert created.redirect_chain == [("/account/api-tokens/", 302)]  # a reload does not resubmit
     assert secret.encode() not in browser.get("/account/api-tokens/").content  # never again
 
     api = Client(HTTP_AUTHORIZATION=f"Token {secret}")
@@ -66,10 +67,10 @@ def test_someone_elses_token_cannot_be_revoked(client_as, make_user) -> None:
 
 def test_an_admin_creates_an_ingest_token_limited_to_systems(client_as) -> None:
     response = client_as(Role.ADMIN).post(
-        "/settings/ingest-tokens/", {"sender": "runtime-prod", "systems": "ERP, WMS"}
+        "/settings/ingest-tokens/", {"sender": "runtime-prod", "systems": "ERP, WMS"}, follow=True
     )
     assert response.status_code == 200
-    secret = response.context["issued"].secret
+    secret = response.context["issued"]["secret"]
     request = RequestFactory().post("/v1/traces", HTTP_AUTHORIZATION=f"Bearer {secret}")
     token = ingest_token_from(request)
     assert token.sender == "runtime-prod"

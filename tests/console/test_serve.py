@@ -1,0 +1,140 @@
+"""`manage.py serve` brings up the whole of Tideline and takes all of it down again."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def try_out_environment(home: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "TIDELINE_EMBEDDED"}
+    }
+    return {**env, "TIDELINE_HOME": str(home)}
+
+
+def wait_until_ready(url: str, server: subprocess.Popen[str], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "serve exited before it was ready"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not ready within {seconds:.0f} s")
+
+
+def start_serve(home: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "serve",
+            "--port",
+            str(port),
+            "--web-workers",
+            "2",
+            "--celery-workers",
+            "1",
+        ],
+        cwd=ROOT,
+        env=try_out_environment(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def stop_serve(server: subprocess.Popen[str]) -> str:
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=90) == 0
+    return server.stdout.read() if server.stdout else ""
+
+
+def sign_in(base: str, username: str, password: str) -> httpx.Response:
+    with httpx.Client(base_url=base, timeout=10) as client:
+        client.get("/login/")
+        form = {
+            "username": username,
+            "password": password,
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+        }
+        client.post("/login/", data=form)
+        return client.get("/")
+
+
+def test_serve_runs_on_embedded_services_and_stops_every_child(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_serve(tmp_path, port)
+    try:
+        wait_until_ready(f"{base}/readyz", server, seconds=180)
+        family = psutil.Process(server.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in family)
+        assert "gunicorn" in names and "worker" in names and "beat" in names
+        postgres = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if str(tmp_path / "pgdata") in " ".join(p.info["cmdline"] or [])
+        ]
+        assert postgres, "the embedded PostgreSQL is not running"
+        output = stop_serve(server)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    _, alive = psutil.wait_procs(family + postgres, timeout=10)
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+    password = re.search(r"First admin account: admin / (\S+)", output)
+    assert password, output
+
+    # A second start keeps the data, prints no password again, and the first one signs in.
+    server = start_serve(tmp_path, port)
+    try:
+        wait_until_ready(f"{base}/readyz", server, seconds=120)
+        dashboard = sign_in(base, "admin", password.group(1))
+        assert dashboard.status_code == 200 and "Dashboard" in dashboard.text
+        assert "First admin account" not in stop_serve(server)
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_serve_no_embedded_refuses_without_urls(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--no-embedded"],
+        cwd=ROOT,
+        env=try_out_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert (
+        result.stderr.strip()
+        == "Tideline: DATABASE_URL and REDIS_URL not set and --no-embedded given; refusing to start."
+    )
+    assert not (tmp_path / "pgdata").exists()
