@@ -71,6 +71,7 @@ URL_RULES: dict[str, Rule] = {
     "api-schema": Open.SIGNED_IN,
     "api-docs": Open.SIGNED_IN,
     "api-me": Open.SIGNED_IN,
+    "otlp-traces": Open.INGEST,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "console",
+    "tracing.ingest",
 ]
 
 MIDDLEWARE = [
@@ -116,7 +117,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "span-partitions-ahead": {
+        "task": "tracing.ingest.tasks.span_partitions_ensure_task",
+        "schedule": 3600.0,
+    },
+}
 
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
@@ -200,6 +206,24 @@ SPECTACULAR_SETTINGS = {
 }
 
 METRICS_TOKEN = env_str("TIDELINE_METRICS_TOKEN")
+
+# Ingest
+TIDELINE_SPAN_RETENTION_DAYS = env_int("TIDELINE_SPAN_RETENTION_DAYS", default=30, minimum=1)
+TIDELINE_PARTITION_DAYS_AHEAD = 7
+TIDELINE_CORRELATION_KEYS = env_list(
+    "TIDELINE_CORRELATION_KEYS", default=["correlation.id", "messaging.message.conversation_id"]
+)
+TIDELINE_BUSINESS_KEY_PREFIX = (
+    env_str("TIDELINE_BUSINESS_KEY_PREFIX", default="business.") or "business."
+)
+TIDELINE_MESSAGE_ID_KEY = "messaging.message.id"
+# Bounds a request body both as sent and once inflated: a gzip bomb stops at this size.
+TIDELINE_INGEST_MAX_BYTES = env_int(
+    "TIDELINE_INGEST_MAX_BYTES", default=16 * 1024 * 1024, minimum=1024
+)
+TIDELINE_INGEST_STATEMENT_TIMEOUT_MS = env_int(
+    "TIDELINE_INGEST_STATEMENT_TIMEOUT_MS", default=15_000, minimum=100
+)
 
 LOGGING = {
     "version": 1,

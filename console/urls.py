@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from console import api, views
@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/me", api.MeView.as_view(), name="api-me"),
     path("admin/", admin.site.urls),
+    path("", include("tracing.ingest.urls")),
 ]
 
 handler403 = "console.errors.forbidden"

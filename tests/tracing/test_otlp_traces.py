@@ -1,0 +1,258 @@
+"""OTLP/HTTP traces: the real OpenTelemetry SDK exports to Tideline; bad requests are refused."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from django.db import connection
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from console.services import api_token_create, ingest_token_create
+
+TRACE_ID = "5b8efff798038103d269b633813fc60c"
+
+
+def span_count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM ingest_span")
+        return int(cursor.fetchone()[0])
+
+
+def otlp_json(spans: list[dict[str, Any]], service: str = "ERP") -> bytes:
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]}
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {"resource": resource, "scopeSpans": [{"scope": {"name": "t"}, "spans": spans}]}
+            ]
+        }
+    ).encode()
+
+
+def a_span(
+    span_id: str = "eee19b7ec3c1b174", start: datetime | None = None, **extra: Any
+) -> dict[str, Any]:
+    start = start or datetime.now(UTC) - timedelta(minutes=1)
+    nanos = int(start.timestamp() * 1e9)
+    return {
+        "traceId": TRACE_ID, "spanId": span_id, "name": "order.create", "kind": 2,
+        "startTimeUnixNano": str(nanos), "endTimeUnixNano": nanos + 5_000_000,
+        "attributes": [
+            {"key": "correlation.id", "value": {"stringValue": "4711"}},
+            {"key": "business.order", "value": {"stringValue": "4711"}},
+            {"key": "retry.count", "value": {"intValue": "2"}},
+        ],
+        **extra,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def sender(transactional_db: Any) -> str:
+    return ingest_token_create(sender="runtime-prod", systems=[], actor="test").secret
+
+
+def post(
+    live_server: Any,
+    token: str,
+    body: bytes,
+    content_type: str = "application/json",
+    **headers: str,
+) -> httpx.Response:
+    return httpx.post(
+        f"{live_server.url}/v1/traces", content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type, **headers}, timeout=30,
+    )  # fmt: skip
+
+
+def test_the_opentelemetry_sdk_exports_5000_spans_stored_once_each(
+    live_server: Any, sender: str
+) -> None:
+    exporter = textwrap.dedent(
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        provider = TracerProvider(resource=Resource.create())
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        tracer = provider.get_tracer("wms")
+        for order in range(1000):
+            with tracer.start_as_current_span("order", attributes={"correlation.id": f"order-{order}"}):
+                for step in range(4):
+                    with tracer.start_as_current_span(f"stock.reserve.{step}", attributes={"business.order": str(order)}):
+                        pass
+        provider.shutdown()
+        """
+    )
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": live_server.url,
+        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization={quote('Bearer ' + sender)}",
+        "OTEL_SERVICE_NAME": "WMS",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "10000",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "30",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", exporter],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Failed to export" not in result.stderr, result.stderr
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), count(DISTINCT sender), min(sender), count(correlation_id) FROM ingest_span"
+        )
+        assert cursor.fetchone() == (5000, 1, "runtime-prod", 1000)
+        cursor.execute("SELECT count(DISTINCT correlation_id) FROM ingest_flowtouch")
+        assert cursor.fetchone()[0] == 1000
+
+
+def test_a_retried_request_is_stored_once(live_server: Any, sender: str) -> None:
+    body = otlp_json([a_span(), a_span("aaa19b7ec3c1b174")])
+    assert post(live_server, sender, body).status_code == 200
+    again = post(live_server, sender, gzip.compress(body), **{"Content-Encoding": "gzip"})
+    assert again.status_code == 200 and again.json() == {}
+    assert span_count() == 2
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT correlation_id, business_keys->>'order', attributes->>'retry.count', service_name FROM ingest_span LIMIT 1"
+        )
+        assert cursor.fetchone() == ("4711", "4711", "2", "ERP")
+
+
+def test_protobuf_in_protobuf_out_with_partial_success(live_server: Any, sender: str) -> None:
+    export = ExportTraceServiceRequest()
+    spans = [
+        a_span(),
+        a_span("bbb19b7ec3c1b174", start=datetime.now(UTC) - timedelta(days=400)),
+        a_span("0000000000000000"),
+    ]
+    from google.protobuf import json_format
+
+    from tracing.ingest.otlp import _hex_ids_to_base64
+
+    document = json.loads(otlp_json(spans))
+    _hex_ids_to_base64(document)
+    json_format.ParseDict(document, export)
+    response = post(live_server, sender, export.SerializeToString(), "application/x-protobuf")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/x-protobuf"
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 2
+    assert "starting outside the stored range" in answer.partial_success.error_message
+    assert "span_id that is not 8 bytes" in answer.partial_success.error_message
+    assert span_count() == 1
+
+
+def test_a_token_limited_to_systems_refuses_other_services(
+    live_server: Any, transactional_db: Any
+) -> None:
+    token = ingest_token_create(sender="wms-adapter", systems=["WMS"], actor="test").secret
+    response = post(live_server, token, otlp_json([a_span()], service="FIN"))
+    assert response.status_code == 200
+    assert response.json()["partialSuccess"]["rejectedSpans"] == "1"
+    assert "'FIN'" in response.json()["partialSuccess"]["errorMessage"]
+    assert span_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "headers", "status", "message"),
+    [
+        (b"\x0a\xff\xff", "application/x-protobuf", {}, 400, "not a valid protobuf"),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5, "kind": "x"}]}]}]}',
+            "application/json",
+            {},
+            400,
+            "not an OTLP",
+        ),
+        (b'{"resourceSpans": "\xff\xfe"}', "application/json", {}, 400, "not valid UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", {}, 400, "nested too deeply"),
+        (b"", "application/json", {}, 400, "not valid JSON"),
+        (b"{}", "text/plain", {}, 415, "is not OTLP"),
+        (
+            gzip.compress(b"\0" * (64 * 1024 * 1024)),
+            "application/x-protobuf",
+            {"Content-Encoding": "gzip"},
+            413,
+            "inflates to more than",
+        ),
+        (b"x" * (17 * 1024 * 1024), "application/x-protobuf", {}, 413, "the limit is"),
+        (
+            gzip.compress(b"{}")[:-6],
+            "application/json",
+            {"Content-Encoding": "gzip"},
+            400,
+            "truncated",
+        ),
+    ],
+    ids=[
+        "truncated-protobuf",
+        "wrong-json-types",
+        "invalid-utf8",
+        "deep-json",
+        "empty",
+        "other-type",
+        "gzip-bomb",
+        "too-large",
+        "truncated-gzip",
+    ],
+)
+def test_bad_requests_are_refused_with_a_reason_and_store_nothing(
+    live_server: Any,
+    sender: str,
+    body: bytes,
+    content_type: str,
+    headers: dict[str, str],
+    status: int,
+    message: str,
+) -> None:
+    response = post(live_server, sender, body, content_type, **headers)
+    assert response.status_code == status
+    if content_type == "application/json":
+        assert message in response.json()["message"]
+    else:
+        assert message in status_pb2.Status.FromString(response.content).message
+    assert span_count() == 0
+
+
+@pytest.mark.parametrize("kind", ["missing", "revoked", "personal"])
+def test_ingest_refuses_requests_without_a_valid_ingest_token(
+    live_server: Any, sender: str, kind: str, make_user: Any
+) -> None:
+    from console.access import Role
+    from console.models import IngestToken
+    from console.services import ingest_token_revoke
+
+    if kind == "revoked":
+        ingest_token_revoke(token=IngestToken.objects.get(), actor="test")
+        token = sender
+    elif kind == "personal":
+        token = api_token_create(user=make_user(Role.ADMIN), name="cli").secret
+    body = otlp_json([a_span()])
+    headers = {"Content-Type": "application/json"} | (
+        {} if kind == "missing" else {"Authorization": f"Bearer {token}"}
+    )
+    response = httpx.post(f"{live_server.url}/v1/traces", content=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["message"]
+    assert span_count() == 0

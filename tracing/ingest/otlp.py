@@ -1,0 +1,274 @@
+"""OTLP/HTTP trace requests: decoding (protobuf or the OTLP JSON mapping) and span rows.
+
+The protobuf classes come from `opentelemetry-proto`. OTLP JSON is the proto3 JSON mapping
+with one difference: trace and span IDs are hex, not base64 — they are converted before
+the standard parser sees them. Each span is checked on its own, so one bad span is
+rejected (partial success) while the rest of the request is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
+
+from console.models import IngestToken
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class OtlpDecodeError(ValueError):
+    """The body is not an ExportTraceServiceRequest; the message says what is wrong."""
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    export = ExportTraceServiceRequest()
+    try:
+        export.ParseFromString(body)
+    except DecodeError as error:
+        raise OtlpDecodeError(
+            f"The body is not a valid protobuf ExportTraceServiceRequest: {error}."
+        ) from None
+    return export
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise OtlpDecodeError(f"The body is not valid UTF-8 (byte {error.start}).") from None
+    except RecursionError:
+        raise OtlpDecodeError("The JSON body is nested too deeply.") from None
+    except ValueError as error:
+        raise OtlpDecodeError(f"The body is not valid JSON: {error}.") from None
+    if not isinstance(document, dict):
+        raise OtlpDecodeError("The JSON body must be an object with a resourceSpans array.")
+    try:
+        _hex_ids_to_base64(document)
+        return json_format.ParseDict(
+            document, ExportTraceServiceRequest(), ignore_unknown_fields=True
+        )
+    except RecursionError:
+        raise OtlpDecodeError("The JSON body is nested too deeply.") from None
+    except (json_format.ParseError, AttributeError, TypeError) as error:
+        raise OtlpDecodeError(
+            f"The JSON body is not an OTLP ExportTraceServiceRequest: {error}"
+        ) from None
+
+
+_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+
+
+def _hex_ids_to_base64(document: dict[str, Any]) -> None:
+    """OTLP JSON carries IDs as hex; the proto3 parser expects base64 for bytes fields."""
+    for resource_spans in _list(document, "resourceSpans", "resource_spans"):
+        for scope_spans in _list(resource_spans, "scopeSpans", "scope_spans"):
+            for span in _list(scope_spans, "spans"):
+                _convert_ids(span)
+                for link in _list(span, "links"):
+                    _convert_ids(link)
+
+
+def _list(parent: Any, *keys: str) -> list[Any]:
+    if not isinstance(parent, dict):
+        return []
+    for key in keys:
+        value = parent.get(key)
+        if isinstance(value, list):
+            return value
+    return []
+
+
+def _convert_ids(item: Any) -> None:
+    if not isinstance(item, dict):
+        return
+    for key in _ID_KEYS:
+        value = item.get(key)
+        if isinstance(value, str):
+            try:
+                item[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            except ValueError:
+                item[key] = ""  # not hex: the span is rejected for its ID, not the whole request
+
+
+def any_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        number = value.double_value
+        return number if math.isfinite(number) else str(number)  # JSON has no NaN or Infinity
+    if kind == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return {item.key: any_value(item.value) for item in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return None
+
+
+def attributes_of(key_values: Any) -> dict[str, Any]:
+    return {item.key: any_value(item.value) for item in key_values}
+
+
+def _time(unix_nano: int) -> datetime:
+    return EPOCH + timedelta(microseconds=unix_nano // 1000)
+
+
+@dataclass
+class SpanBatch:
+    """The rows of one request, ready for COPY, and what was rejected and why."""
+
+    rows: list[list[Any]] = field(default_factory=list)
+    resources: dict[bytes, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected_count(self) -> int:
+        return sum(self.rejected.values())
+
+    def rejection_message(self) -> str:
+        reasons = "; ".join(f"{count} {reason}" for reason, count in sorted(self.rejected.items()))
+        return f"{self.rejected_count} span(s) rejected: {reasons}."
+
+
+def span_batch(
+    export: ExportTraceServiceRequest,
+    *,
+    token: IngestToken,
+    received_at: datetime,
+    stored_range: tuple[datetime, datetime] | None,
+) -> SpanBatch:
+    batch = SpanBatch()
+    for resource_spans in export.resource_spans:
+        resource = attributes_of(resource_spans.resource.attributes)
+        service = str(resource.get("service.name", "unknown_service"))
+        digest = hashlib.sha256(
+            json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
+        ).digest()
+        if not token.allows_system(service):
+            count = sum(len(scope.spans) for scope in resource_spans.scope_spans)
+            batch.rejected[
+                f"from service {service!r}, which this ingest token may not send for"
+            ] += count
+            continue
+        batch.resources[digest] = (service, resource)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                problem = _span_problem(span, stored_range)
+                if problem:
+                    batch.rejected[problem] += 1
+                    continue
+                batch.rows.append(
+                    _span_row(
+                        span,
+                        service,
+                        digest,
+                        scope_spans.scope.name,
+                        resource,
+                        token.sender,
+                        received_at,
+                    )
+                )
+    return batch
+
+
+def _span_problem(span: OtlpSpan, stored_range: tuple[datetime, datetime] | None) -> str | None:
+    if len(span.trace_id) != 16 or span.trace_id == bytes(16):
+        return "with a trace_id that is not 16 bytes (32 hex digits) or is all zero"
+    if len(span.span_id) != 8 or span.span_id == bytes(8):
+        return "with a span_id that is not 8 bytes (16 hex digits) or is all zero"
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        return "with a parent_span_id that is not 8 bytes"
+    if span.end_time_unix_nano < span.start_time_unix_nano:
+        return "ending before they start"
+    start = _time(span.start_time_unix_nano)
+    if stored_range is None or not stored_range[0] <= start < stored_range[1]:
+        window = (
+            f"{stored_range[0]:%Y-%m-%d} to {stored_range[1]:%Y-%m-%d}" if stored_range else "none"
+        )
+        return f"starting outside the stored range ({window})"
+    return None
+
+
+def _span_row(
+    span: OtlpSpan,
+    service: str,
+    resource_digest: bytes,
+    scope_name: str,
+    resource: dict[str, Any],
+    sender: str,
+    received_at: datetime,
+) -> list[Any]:
+    attributes = attributes_of(span.attributes)
+    prefix = settings.TIDELINE_BUSINESS_KEY_PREFIX
+    business_keys = {
+        key[len(prefix) :]: str(value)
+        for key, value in attributes.items()
+        if key.startswith(prefix)
+    }
+    correlation_id = next(
+        (
+            str(source[key])
+            for key in settings.TIDELINE_CORRELATION_KEYS
+            for source in (attributes, resource)
+            if key in source
+        ),
+        None,
+    )
+    message_id = attributes.get(settings.TIDELINE_MESSAGE_ID_KEY)
+    events = [
+        {
+            "name": event.name,
+            "time": _time(event.time_unix_nano).isoformat(),
+            "attributes": attributes_of(event.attributes),
+        }
+        for event in span.events
+    ]
+    links = [
+        {
+            "trace_id": link.trace_id.hex(),
+            "span_id": link.span_id.hex(),
+            "attributes": attributes_of(link.attributes),
+        }
+        for link in span.links
+    ]
+    return [
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id or None,
+        span.name,
+        span.kind,
+        _time(span.start_time_unix_nano),
+        _time(span.end_time_unix_nano),
+        span.end_time_unix_nano - span.start_time_unix_nano,
+        span.status.code,
+        span.status.message,
+        service,
+        resource_digest,  # replaced by the resource's id when stored
+        scope_name,
+        attributes,
+        events,
+        links,
+        correlation_id,
+        str(message_id) if message_id is not None else None,
+        business_keys,
+        sender,
+        received_at,
+    ]

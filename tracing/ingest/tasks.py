@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+from tracing.ingest.partitions import partitions_ensure
+
+
+@shared_task
+def span_partitions_ensure_task() -> list[str]:
+    """Keep daily span partitions a week ahead (safe to run any number of times)."""
+    return partitions_ensure(now=timezone.now())

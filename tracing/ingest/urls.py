@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from tracing.ingest import views
+
+urlpatterns = [
+    path("v1/traces", views.otlp_traces, name="otlp-traces"),
+]

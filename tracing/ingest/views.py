@@ -1,0 +1,108 @@
+"""The ingest endpoints. Senders authenticate with an ingest token as a Bearer."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from google.protobuf import json_format
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from console.authentication import IngestAuthError, ingest_token_from
+from tracing.ingest import metrics
+from tracing.ingest.http import BodyRefused, read_body
+from tracing.ingest.otlp import OtlpDecodeError, decode_json, decode_protobuf, span_batch
+from tracing.ingest.partitions import stored_range
+from tracing.ingest.services import spans_store
+
+log = logging.getLogger(__name__)
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+RETRY_AFTER_SECONDS = "1"
+_GRPC_CODE = {
+    400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
+    413: code_pb2.RESOURCE_EXHAUSTED,
+    415: code_pb2.INVALID_ARGUMENT,
+    503: code_pb2.UNAVAILABLE,
+}
+
+
+def _otlp_response(
+    message: ExportTraceServiceResponse | status_pb2.Status, content_type: str, status: int
+) -> HttpResponse:
+    if content_type == JSON:
+        body = json_format.MessageToJson(message, indent=None).encode()
+    else:
+        body = message.SerializeToString()
+    response = HttpResponse(body, status=status, content_type=content_type)
+    if status == 503:
+        response["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+def _otlp_error(
+    status: int, reason: str, content_type: str, *, sender: str = "", cause: str
+) -> HttpResponse:
+    metrics.REJECTED.labels("traces", sender, cause).inc()
+    return _otlp_response(
+        status_pb2.Status(code=_GRPC_CODE[status], message=reason), content_type, status
+    )
+
+
+@csrf_exempt
+@require_POST
+def otlp_traces(request: HttpRequest) -> HttpResponse:
+    """OTLP/HTTP ExportTraceServiceRequest, protobuf or JSON, optionally gzip."""
+    started = time.perf_counter()
+    try:
+        return _otlp_traces(request)
+    finally:
+        metrics.LATENCY.labels("traces").observe(time.perf_counter() - started)
+
+
+def _otlp_traces(request: HttpRequest) -> HttpResponse:
+    content_type = request.content_type if request.content_type in (PROTOBUF, JSON) else PROTOBUF
+    try:
+        token = ingest_token_from(request)
+    except IngestAuthError as refusal:
+        return _otlp_error(401, str(refusal), content_type, cause="unauthenticated")
+    if request.content_type not in (PROTOBUF, JSON):
+        reason = f"Content-Type {request.content_type or '(none)'!r} is not OTLP; send {PROTOBUF} or {JSON}."
+        return _otlp_error(415, reason, content_type, sender=token.sender, cause="content_type")
+    try:
+        body = read_body(request)
+        export = decode_json(body) if content_type == JSON else decode_protobuf(body)
+    except BodyRefused as refusal:
+        return _otlp_error(
+            refusal.status, refusal.reason, content_type, sender=token.sender, cause="body"
+        )
+    except OtlpDecodeError as error:
+        return _otlp_error(400, str(error), content_type, sender=token.sender, cause="undecodable")
+    try:
+        batch = span_batch(
+            export, token=token, received_at=timezone.now(), stored_range=stored_range()
+        )
+        stored = spans_store(batch=batch)
+    except (OperationalError, InterfaceError, DatabaseError) as error:
+        # Never 500: an exporter retries a 503 with Retry-After, so nothing is lost.
+        log.warning(
+            "ingest: database unavailable", extra={"error": str(error), "sender": token.sender}
+        )
+        reason = "Tideline cannot store spans right now; retry shortly."
+        return _otlp_error(503, reason, content_type, sender=token.sender, cause="unavailable")
+    metrics.ACCEPTED.labels("traces", token.sender).inc(stored.accepted)
+    metrics.DUPLICATES.labels("traces", token.sender).inc(stored.duplicates)
+    answer = ExportTraceServiceResponse()
+    if batch.rejected_count:
+        metrics.REJECTED.labels("traces", token.sender, "invalid_span").inc(batch.rejected_count)
+        answer.partial_success.rejected_spans = batch.rejected_count
+        answer.partial_success.error_message = batch.rejection_message()
+    return _otlp_response(answer, content_type, 200)
