@@ -72,6 +72,7 @@ URL_RULES: dict[str, Rule] = {
     "api-docs": Open.SIGNED_IN,
     "api-me": Open.SIGNED_IN,
     "otlp-traces": Open.INGEST,
+    "ingest-records": Open.INGEST,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 

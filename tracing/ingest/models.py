@@ -69,3 +69,71 @@ class FlowTouch(models.Model):
 
     def __str__(self) -> str:
         return self.correlation_id or bytes(self.trace_id or b"").hex()
+
+
+class RawBody(models.Model):
+    """A request body exactly as the sender's payload arrived (after gzip), stored once by digest.
+
+    Each audit record points here and to its position, so the normalised columns can always
+    be checked against what was sent.
+    """
+
+    digest = models.BinaryField(max_length=32, primary_key=True)
+    content_type = models.TextField()
+    body = models.BinaryField()
+    sender = models.TextField()
+    received_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return bytes(self.digest).hex()
+
+
+class RecordKey(models.Model):
+    """(sender, record_id) → the content it was first stored with.
+
+    The record table is partitioned by time, and PostgreSQL can only enforce uniqueness
+    within a partition; this table enforces it across all of them, whatever the partitioning.
+    """
+
+    pk = models.CompositePrimaryKey("sender", "record_id")
+    sender = models.TextField()
+    record_id = models.TextField()
+    content_digest = models.BinaryField(max_length=32)
+
+    def __str__(self) -> str:
+        return f"{self.sender}/{self.record_id}"
+
+
+class AuditRecord(models.Model):
+    """One thing the runtime did to one message. Partitioned by day of occurred_at."""
+
+    pk = models.CompositePrimaryKey("id", "occurred_at")
+    id = models.BigIntegerField()
+    sender = models.TextField()
+    record_id = models.TextField()
+    occurred_at = models.DateTimeField()
+    system = models.TextField()
+    step = models.TextField()
+    event = models.TextField()
+    message_id = models.TextField(null=True)  # noqa: DJ001
+    correlation_id = models.TextField(null=True)  # noqa: DJ001
+    trace_id = models.BinaryField(max_length=16, null=True)
+    span_id = models.BinaryField(max_length=8, null=True)
+    business_keys = models.JSONField()
+    payload = models.BinaryField(null=True)
+    payload_digest = models.BinaryField(max_length=32, null=True)
+    content_type = models.TextField()
+    headers = models.JSONField()
+    error = models.TextField()
+    counts_expected = models.BigIntegerField(null=True)
+    counts_processed = models.BigIntegerField(null=True)
+    source = models.TextField()
+    raw_body = models.ForeignKey(RawBody, on_delete=models.DO_NOTHING, db_constraint=False)
+    raw_position = models.IntegerField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "ingest_record"
+
+    def __str__(self) -> str:
+        return f"{self.system} {self.step} {self.event} ({self.record_id})"

@@ -1,7 +1,7 @@
-"""Daily partitions of the span table: created ahead of time, and the range they cover.
+"""Daily partitions of the span and record tables: made ahead of time, and the range they cover.
 
-Spans may arrive only for days that have a partition: from the retention horizon up to
-a week ahead. Celery beat keeps that window moving (tasks.py); retention drops old days.
+Rows may arrive only for days that have a partition: from the retention horizon up to a
+week ahead. Celery beat keeps that window moving (tasks.py); retention drops old days.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from django.conf import settings
 from django.db import connection
 
 SPAN_TABLE = "ingest_span"
+RECORD_TABLE = "ingest_record"
+PARTITIONED_TABLES = (SPAN_TABLE, RECORD_TABLE)
 _PARTITION = re.compile(r"_p(\d{8})$")
 _CACHE_SECONDS = 60.0
-_cached: tuple[float, tuple[datetime, datetime] | None] = (0.0, None)
+_cached: dict[str, tuple[float, tuple[datetime, datetime] | None]] = {}
 
 
 def partition_name(table: str, day: date) -> str:
@@ -50,6 +52,12 @@ def partitions_ensure(*, now: datetime, table: str = SPAN_TABLE) -> list[str]:
     return created
 
 
+def partitions_ensure_all(*, now: datetime) -> list[str]:
+    return [
+        name for table in PARTITIONED_TABLES for name in partitions_ensure(now=now, table=table)
+    ]
+
+
 def _partition_days(table: str) -> list[date]:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -66,17 +74,15 @@ def _partition_days(table: str) -> list[date]:
     return sorted(days)
 
 
-def stored_range() -> tuple[datetime, datetime] | None:
-    """[from, to) of start times the span table can hold now; cached for a minute per process."""
-    global _cached
-    fetched_at, span = _cached
+def stored_range(table: str = SPAN_TABLE) -> tuple[datetime, datetime] | None:
+    """[from, to) of the times a table can hold now; cached for a minute per process."""
+    fetched_at, span = _cached.get(table, (0.0, None))
     if span is None or time.monotonic() - fetched_at > _CACHE_SECONDS:
-        days = _partition_days(SPAN_TABLE)
+        days = _partition_days(table)
         span = (_midnight(days[0]), _midnight(days[-1] + timedelta(days=1))) if days else None
-        _cached = (time.monotonic(), span)
+        _cached[table] = (time.monotonic(), span)
     return span
 
 
 def stored_range_forget() -> None:
-    global _cached
-    _cached = (0.0, None)
+    _cached.clear()

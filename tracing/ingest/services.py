@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -11,6 +13,7 @@ from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
 from tracing.ingest.otlp import SpanBatch
+from tracing.ingest.records import RecordRow
 
 SPAN_COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time", "end_time", "duration_ns",
@@ -44,9 +47,7 @@ def spans_store(*, batch: SpanBatch) -> StoredSpans:
             f"SET LOCAL statement_timeout = {int(settings.TIDELINE_INGEST_STATEMENT_TIMEOUT_MS)}"
         )
         resource_ids = _resources_upsert(cursor, batch)
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS ingest_span_incoming (LIKE ingest_span) ON COMMIT DELETE ROWS"
-        )
+        _incoming_table(cursor, "ingest_span")
         with cursor.cursor.copy(f"COPY ingest_span_incoming ({columns}) FROM STDIN") as copy:
             for row in batch.rows:
                 row[_RESOURCE] = resource_ids[row[_RESOURCE]]
@@ -69,6 +70,15 @@ def spans_store(*, batch: SpanBatch) -> StoredSpans:
     return StoredSpans(accepted=accepted, duplicates=len(batch.rows) - accepted)
 
 
+def _incoming_table(cursor: Any, table: str) -> None:
+    """An empty per-connection staging table for COPY (COPY cannot skip duplicates itself)."""
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {table}_incoming (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    # Empty already after a commit; cleared anyway in case the caller runs inside an outer transaction.
+    cursor.execute(f"DELETE FROM {table}_incoming")  # noqa: S608 - fixed table names
+
+
 def _resources_upsert(cursor: Any, batch: SpanBatch) -> dict[bytes, int]:
     missing = [digest for digest in batch.resources if digest not in _resource_ids]
     if missing:
@@ -85,3 +95,115 @@ def _resources_upsert(cursor: Any, batch: SpanBatch) -> dict[bytes, int]:
             (bytes(digest), resource_id) for digest, resource_id in cursor.fetchall()
         )
     return {digest: _resource_ids[digest] for digest in batch.resources}
+
+
+RECORD_COLUMNS = (
+    "sender", "record_id", "occurred_at", "system", "step", "event", "message_id", "correlation_id",
+    "trace_id", "span_id", "business_keys", "payload", "payload_digest", "content_type", "headers", "error",
+    "counts_expected", "counts_processed", "source", "raw_body_id", "raw_position", "received_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoredRecords:
+    accepted: int
+    duplicates: int
+
+
+class RecordsConflict(Exception):
+    """Record IDs already stored with other content; nothing of the batch was stored."""
+
+    def __init__(self, record_ids: list[str]) -> None:
+        super().__init__(f"{len(record_ids)} record_id(s) already stored with different content.")
+        self.record_ids = record_ids
+
+
+def records_store(
+    *, rows: list[RecordRow], body: bytes, content_type: str, sender: str, received_at: datetime
+) -> StoredRecords:
+    """Store a validated batch all-or-nothing, each (sender, record_id) once.
+
+    The body is kept once as received, by digest; each record points to it and its position.
+    """
+    first_rows = list({row.record.record_id: row for row in reversed(rows)}.values())[::-1]
+    body_digest = hashlib.sha256(body).digest()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SET LOCAL statement_timeout = {int(settings.TIDELINE_INGEST_STATEMENT_TIMEOUT_MS)}"
+        )
+        cursor.execute(
+            "INSERT INTO ingest_rawbody (digest, content_type, body, sender, received_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (digest) DO NOTHING",
+            [body_digest, content_type, body, sender, received_at],
+        )
+        new_rows = _record_keys_claim(cursor, first_rows, sender)
+        _records_copy(
+            cursor, new_rows, sender=sender, body_digest=body_digest, received_at=received_at
+        )
+    return StoredRecords(accepted=len(new_rows), duplicates=len(rows) - len(new_rows))
+
+
+def _record_keys_claim(cursor: Any, rows: list[RecordRow], sender: str) -> list[RecordRow]:
+    """The rows whose key is new; RecordsConflict if a known key comes with other content."""
+    ids = [row.record.record_id for row in rows]
+    digests = [row.content_digest for row in rows]
+    cursor.execute(
+        """
+        INSERT INTO ingest_recordkey (sender, record_id, content_digest)
+        SELECT %s, record_id, digest FROM unnest(%s::text[], %s::bytea[]) AS batch(record_id, digest)
+        ON CONFLICT DO NOTHING RETURNING record_id
+        """,
+        [sender, ids, digests],
+    )
+    claimed = {row[0] for row in cursor.fetchall()}
+    known = [record_id for record_id in ids if record_id not in claimed]
+    if known:
+        cursor.execute(
+            "SELECT record_id, content_digest FROM ingest_recordkey WHERE sender = %s AND record_id = ANY(%s)",
+            [sender, known],
+        )
+        stored = {record_id: bytes(digest) for record_id, digest in cursor.fetchall()}
+        conflicts = [row.record.record_id for row in rows if row.record.record_id in stored
+                     and stored[row.record.record_id] != row.content_digest]  # fmt: skip
+        if conflicts:
+            raise RecordsConflict(conflicts)
+    return [row for row in rows if row.record.record_id in claimed]
+
+
+def _records_copy(
+    cursor: Any, rows: list[RecordRow], *, sender: str, body_digest: bytes, received_at: datetime
+) -> None:
+    if not rows:
+        return
+    columns = ", ".join(RECORD_COLUMNS)
+    _incoming_table(cursor, "ingest_record")
+    with cursor.cursor.copy(f"COPY ingest_record_incoming ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(_record_values(row, sender, body_digest, received_at))
+    cursor.execute(
+        f"""
+        WITH inserted AS (
+            INSERT INTO ingest_record ({columns}) SELECT {columns} FROM ingest_record_incoming
+            RETURNING trace_id, correlation_id
+        )
+        INSERT INTO ingest_flowtouch (trace_id, correlation_id)
+        SELECT DISTINCT trace_id, correlation_id FROM inserted
+        """  # noqa: S608 - fixed column names
+    )
+
+
+def _record_values(
+    row: RecordRow, sender: str, body_digest: bytes, received_at: datetime
+) -> list[Any]:
+    record = row.record
+    return [
+        sender, record.record_id, record.occurred_at, record.system, record.step, record.event,
+        record.message_id, record.correlation_id,
+        bytes.fromhex(record.trace_id) if record.trace_id else None,
+        bytes.fromhex(record.span_id) if record.span_id else None,
+        Jsonb(record.business_keys), row.payload, row.payload_digest, record.content_type,
+        Jsonb(record.headers), record.error,
+        record.counts.expected if record.counts else None,
+        record.counts.processed if record.counts else None,
+        record.source, body_digest, row.position, received_at,
+    ]  # fmt: skip

@@ -3,10 +3,10 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from tracing.ingest.partitions import partitions_ensure
+from tracing.ingest.partitions import partitions_ensure_all
 
 
 @shared_task
 def span_partitions_ensure_task() -> list[str]:
-    """Keep daily span partitions a week ahead (safe to run any number of times)."""
-    return partitions_ensure(now=timezone.now())
+    """Keep daily span and record partitions a week ahead (safe to run any number of times)."""
+    return partitions_ensure_all(now=timezone.now())

@@ -6,7 +6,7 @@ import logging
 import time
 
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -18,14 +18,16 @@ from console.authentication import IngestAuthError, ingest_token_from
 from tracing.ingest import metrics
 from tracing.ingest.http import BodyRefused, read_body
 from tracing.ingest.otlp import OtlpDecodeError, decode_json, decode_protobuf, span_batch
-from tracing.ingest.partitions import stored_range
-from tracing.ingest.services import spans_store
+from tracing.ingest.partitions import RECORD_TABLE, stored_range
+from tracing.ingest.records import CONTENT_TYPES, RecordsInvalid, records_parse
+from tracing.ingest.services import RecordsConflict, records_store, spans_store
 
 log = logging.getLogger(__name__)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 RETRY_AFTER_SECONDS = "1"
+UNAVAILABLE = (OperationalError, InterfaceError, DatabaseError)
 _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
@@ -91,7 +93,7 @@ def _otlp_traces(request: HttpRequest) -> HttpResponse:
             export, token=token, received_at=timezone.now(), stored_range=stored_range()
         )
         stored = spans_store(batch=batch)
-    except (OperationalError, InterfaceError, DatabaseError) as error:
+    except UNAVAILABLE as error:
         # Never 500: an exporter retries a 503 with Retry-After, so nothing is lost.
         log.warning(
             "ingest: database unavailable", extra={"error": str(error), "sender": token.sender}
@@ -106,3 +108,74 @@ def _otlp_traces(request: HttpRequest) -> HttpResponse:
         answer.partial_success.rejected_spans = batch.rejected_count
         answer.partial_success.error_message = batch.rejection_message()
     return _otlp_response(answer, content_type, 200)
+
+
+def _refusal(
+    status: int, detail: str, *, stream: str, sender: str, cause: str, **extra: object
+) -> JsonResponse:
+    metrics.REJECTED.labels(stream, sender, cause).inc()
+    response = JsonResponse({"detail": detail, **extra}, status=status)
+    if status == 503:
+        response["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+@csrf_exempt
+@require_POST
+def audit_records(request: HttpRequest) -> HttpResponse:
+    """Audit records: a JSON array, JSON Lines or CloudEvents; a batch is all-or-nothing."""
+    started = time.perf_counter()
+    try:
+        return _audit_records(request)
+    finally:
+        metrics.LATENCY.labels("records").observe(time.perf_counter() - started)
+
+
+def _audit_records(request: HttpRequest) -> HttpResponse:
+    try:
+        token = ingest_token_from(request)
+    except IngestAuthError as refusal:
+        return _refusal(401, str(refusal), stream="records", sender="", cause="unauthenticated")
+    sender = token.sender
+    if request.content_type not in CONTENT_TYPES:
+        detail = f"Content-Type {request.content_type or '(none)'!r} is not accepted; send one of {', '.join(CONTENT_TYPES)}."
+        return _refusal(415, detail, stream="records", sender=sender, cause="content_type")
+    try:
+        body = read_body(request)
+        rows = records_parse(
+            body, request.content_type, token=token, stored_range=stored_range(RECORD_TABLE)
+        )
+    except BodyRefused as refusal:
+        return _refusal(
+            refusal.status, refusal.reason, stream="records", sender=sender, cause="body"
+        )
+    except RecordsInvalid as invalid:
+        errors = [problem.as_dict() for problem in invalid.problems]
+        return _refusal(
+            400, str(invalid), stream="records", sender=sender, cause="invalid", errors=errors
+        )
+    try:
+        stored = records_store(
+            rows=rows,
+            body=body,
+            content_type=request.content_type,
+            sender=sender,
+            received_at=timezone.now(),
+        )
+    except RecordsConflict as conflict:
+        detail = f"{conflict} Nothing of this batch was stored."
+        return _refusal(
+            409,
+            detail,
+            stream="records",
+            sender=sender,
+            cause="conflict",
+            record_ids=conflict.record_ids,
+        )
+    except UNAVAILABLE as error:
+        log.warning("ingest: database unavailable", extra={"error": str(error), "sender": sender})
+        detail = "Tideline cannot store records right now; retry shortly."
+        return _refusal(503, detail, stream="records", sender=sender, cause="unavailable")
+    metrics.ACCEPTED.labels("records", sender).inc(stored.accepted)
+    metrics.DUPLICATES.labels("records", sender).inc(stored.duplicates)
+    return JsonResponse({"accepted": stored.accepted, "duplicates": stored.duplicates})
