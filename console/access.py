@@ -73,6 +73,7 @@ URL_RULES: dict[str, Rule] = {
     "api-me": Open.SIGNED_IN,
     "otlp-traces": Open.INGEST,
     "ingest-records": Open.INGEST,
+    "ingest-dead-letters": Open.INGEST,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 

@@ -137,3 +137,64 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system} {self.step} {self.event} ({self.record_id})"
+
+
+class DeadLetter(models.Model):
+    """A message the runtime gave up on, kept with everything needed to send it again.
+
+    Keyed by (sender, message_key): the message ID, or the payload's digest when a message
+    has none. A message that dies again (after a replay) reopens this row and adds to its
+    history instead of making a second one.
+    """
+
+    class Transport(models.TextChoices):
+        HTTP = "http"
+        AMQP = "amqp"
+        REDIS = "redis"
+
+    class State(models.TextChoices):
+        NEW = "new"
+        REPLAY_REQUESTED = "replay_requested"
+        REPLAYED = "replayed"
+        IN_DOUBT = "in_doubt"
+        RESOLVED = "resolved"
+        DISCARDED = "discarded"
+        POISON = "poison"
+
+    sender = models.TextField()
+    message_key = models.TextField()
+    message_id = models.TextField(blank=True)
+    correlation_id = models.TextField(null=True)  # noqa: DJ001 - NULL: not known
+    system = models.TextField()
+    transport = models.CharField(max_length=10, choices=Transport.choices)
+    destination = models.JSONField()
+    headers = models.JSONField(default=dict)
+    payload = models.BinaryField()
+    payload_digest = models.BinaryField(max_length=32)
+    content_type = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.IntegerField(default=0)
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    history = models.JSONField(default=list)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.NEW)
+    # Changes whenever the dead letter does; a replay request names the version it saw.
+    version = models.IntegerField(default=1)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sender", "message_key"], name="dead_letter_per_message"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["correlation_id"], name="dead_letter_correlation"),
+            models.Index(
+                fields=["system", "state", "last_failed_at"], name="dead_letter_system_state"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.system} {self.message_key} ({self.state})"

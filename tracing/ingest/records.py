@@ -132,7 +132,7 @@ class _Invalid(Exception):
         self.field, self.message = field, message
 
 
-def _decode(data: bytes) -> Any:
+def json_decode(data: bytes) -> Any:
     try:
         return msgspec.json.decode(data)
     except UnicodeDecodeError as error:
@@ -145,8 +145,8 @@ def _decode(data: bytes) -> Any:
 
 def _documents(body: bytes, content_type: str) -> list[Any]:
     if content_type in JSON_LINES:
-        return [_decode(line) for line in body.splitlines() if line.strip()]
-    document = _decode(body)
+        return [json_decode(line) for line in body.splitlines() if line.strip()]
+    document = json_decode(body)
     if content_type == CLOUDEVENT:
         return [document]
     if not isinstance(document, list):
@@ -168,7 +168,7 @@ def _record_row(
     try:
         record = msgspec.convert(document, RecordIn)
     except msgspec.ValidationError as error:
-        raise _Invalid(*_field_and_message(str(error))) from None
+        raise _Invalid(*field_and_message(str(error))) from None
     if stored_range is None or not stored_range[0] <= record.occurred_at < stored_range[1]:
         window = (
             f"{stored_range[0]:%Y-%m-%d} to {stored_range[1]:%Y-%m-%d}" if stored_range else "none"
@@ -191,7 +191,7 @@ def _record_row(
     return RecordRow(position, record, payload, payload_digest, hashlib.sha256(canonical).digest())
 
 
-def _field_and_message(error: str) -> tuple[str, str]:
+def field_and_message(error: str) -> tuple[str, str]:
     # msgspec says "Expected `str`, got `int` - at `$.system`"; the field is what follows `$.`.
     message, _, where = error.rpartition(" - at `")
     if not message:
@@ -224,7 +224,7 @@ def _from_cloudevent(document: Any) -> Any:
     try:
         event = msgspec.convert(document, CloudEventIn)
     except msgspec.ValidationError as error:
-        raise _Invalid(*_field_and_message(str(error))) from None
+        raise _Invalid(*field_and_message(str(error))) from None
     return {
         **(event.data or {}),
         "record_id": event.id,

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
+from tracing.ingest.dead_letters import DeadLetterRow
+from tracing.ingest.models import DeadLetter, FlowTouch
 from tracing.ingest.otlp import SpanBatch
 from tracing.ingest.records import RecordRow
 
@@ -207,3 +209,83 @@ def _record_values(
         record.counts.processed if record.counts else None,
         record.source, body_digest, row.position, received_at,
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoredDeadLetters:
+    created: int
+    reopened: int
+    duplicates: int
+
+
+def dead_letters_store(
+    *, rows: list[DeadLetterRow], sender: str, source: str, received_at: datetime
+) -> StoredDeadLetters:
+    """Store each dead letter once per (sender, message key); a new death of a known message
+    reopens it and is added to its history, and a death already recorded changes nothing."""
+    created = reopened = duplicates = 0
+    with transaction.atomic():
+        keys = {row.message_key for row in rows}
+        known = {
+            letter.message_key: letter
+            for letter in DeadLetter.objects.select_for_update().filter(
+                sender=sender, message_key__in=keys
+            )
+        }
+        for row in rows:
+            letter = known.get(row.message_key)
+            if letter is None:
+                known[row.message_key] = _dead_letter_create(row, sender, source, received_at)
+                created += 1
+            elif any(death["death_id"] == row.death_id for death in letter.history):
+                duplicates += 1
+            else:
+                _dead_letter_reopen(letter, row, source, received_at)
+                reopened += 1
+    return StoredDeadLetters(created=created, reopened=reopened, duplicates=duplicates)
+
+
+def _death(row: DeadLetterRow, source: str, received_at: datetime) -> dict[str, Any]:
+    return {
+        "death_id": row.death_id,
+        "failed_at": row.last_failed_at.isoformat(),
+        "error": row.letter.error,
+        "attempts": row.letter.attempts,
+        "payload_digest": row.payload_digest.hex(),
+        "x_death": row.letter.x_death,
+        "source": source,
+        "received_at": received_at.isoformat(),
+    }
+
+
+def _dead_letter_create(
+    row: DeadLetterRow, sender: str, source: str, received_at: datetime
+) -> DeadLetter:
+    letter = row.letter
+    dead_letter = DeadLetter.objects.create(
+        sender=sender, message_key=row.message_key, message_id=letter.message_id or "",
+        correlation_id=letter.correlation_id, system=letter.system, transport=letter.transport,
+        destination=row.destination, headers=letter.headers, payload=row.payload, payload_digest=row.payload_digest,
+        content_type=letter.content_type, error=letter.error, attempts=letter.attempts,
+        first_failed_at=row.first_failed_at, last_failed_at=row.last_failed_at,
+        history=[_death(row, source, received_at)],
+    )  # fmt: skip
+    if letter.correlation_id:
+        FlowTouch.objects.create(correlation_id=letter.correlation_id)
+    return dead_letter
+
+
+def _dead_letter_reopen(
+    dead_letter: DeadLetter, row: DeadLetterRow, source: str, received_at: datetime
+) -> None:
+    dead_letter.history = [*dead_letter.history, _death(row, source, received_at)]
+    dead_letter.payload, dead_letter.payload_digest = row.payload, row.payload_digest
+    dead_letter.headers, dead_letter.error = row.letter.headers, row.letter.error
+    dead_letter.attempts = row.letter.attempts
+    dead_letter.last_failed_at = max(dead_letter.last_failed_at, row.last_failed_at)
+    dead_letter.state = DeadLetter.State.NEW
+    dead_letter.version += 1
+    dead_letter.updated_at = received_at
+    dead_letter.save()
+    if dead_letter.correlation_id:
+        FlowTouch.objects.create(correlation_id=dead_letter.correlation_id)

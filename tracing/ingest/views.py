@@ -16,11 +16,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from console.authentication import IngestAuthError, ingest_token_from
 from tracing.ingest import metrics
+from tracing.ingest.dead_letters import dead_letters_parse
 from tracing.ingest.http import BodyRefused, read_body
 from tracing.ingest.otlp import OtlpDecodeError, decode_json, decode_protobuf, span_batch
 from tracing.ingest.partitions import RECORD_TABLE, stored_range
-from tracing.ingest.records import CONTENT_TYPES, RecordsInvalid, records_parse
-from tracing.ingest.services import RecordsConflict, records_store, spans_store
+from tracing.ingest.records import CONTENT_TYPES, RecordsInvalid, json_decode, records_parse
+from tracing.ingest.services import RecordsConflict, dead_letters_store, records_store, spans_store
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +180,55 @@ def _audit_records(request: HttpRequest) -> HttpResponse:
     metrics.ACCEPTED.labels("records", sender).inc(stored.accepted)
     metrics.DUPLICATES.labels("records", sender).inc(stored.duplicates)
     return JsonResponse({"accepted": stored.accepted, "duplicates": stored.duplicates})
+
+
+@csrf_exempt
+@require_POST
+def dead_letters(request: HttpRequest) -> HttpResponse:
+    """Dead letters: one JSON object or an array; a batch is all-or-nothing."""
+    started = time.perf_counter()
+    try:
+        return _dead_letters(request)
+    finally:
+        metrics.LATENCY.labels("dead_letters").observe(time.perf_counter() - started)
+
+
+def _dead_letters(request: HttpRequest) -> HttpResponse:
+    try:
+        token = ingest_token_from(request)
+    except IngestAuthError as refusal:
+        return _refusal(
+            401, str(refusal), stream="dead_letters", sender="", cause="unauthenticated"
+        )
+    sender = token.sender
+    if request.content_type != JSON:
+        detail = f"Content-Type {request.content_type or '(none)'!r} is not accepted; send {JSON}."
+        return _refusal(415, detail, stream="dead_letters", sender=sender, cause="content_type")
+    received_at = timezone.now()
+    try:
+        body = read_body(request)
+        if not body.strip():
+            raise RecordsInvalid([], "The body is empty; send a dead letter or an array of them.")
+        document = json_decode(body)
+        documents = document if isinstance(document, list) else [document]
+        rows = dead_letters_parse(documents, token=token, received_at=received_at)
+    except BodyRefused as refusal:
+        return _refusal(
+            refusal.status, refusal.reason, stream="dead_letters", sender=sender, cause="body"
+        )
+    except RecordsInvalid as invalid:
+        errors = [problem.as_dict() for problem in invalid.problems]
+        return _refusal(
+            400, str(invalid), stream="dead_letters", sender=sender, cause="invalid", errors=errors
+        )
+    try:
+        stored = dead_letters_store(rows=rows, sender=sender, source="api", received_at=received_at)
+    except UNAVAILABLE as error:
+        log.warning("ingest: database unavailable", extra={"error": str(error), "sender": sender})
+        detail = "Tideline cannot store dead letters right now; retry shortly."
+        return _refusal(503, detail, stream="dead_letters", sender=sender, cause="unavailable")
+    metrics.ACCEPTED.labels("dead_letters", sender).inc(stored.created + stored.reopened)
+    metrics.DUPLICATES.labels("dead_letters", sender).inc(stored.duplicates)
+    return JsonResponse(
+        {"created": stored.created, "reopened": stored.reopened, "duplicates": stored.duplicates}
+    )
