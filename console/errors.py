@@ -10,6 +10,12 @@ def _wants_json(request: HttpRequest) -> bool:
     return request.path.startswith(("/api/", "/ingest/", "/v1/"))
 
 
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return HttpResponse("<!doctype html><title>Bad request</title><h1>Bad request</h1>", status=400)
+
+
 def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"detail": "Not allowed."}, status=403)

@@ -235,5 +235,6 @@ LOGGING = {
         # Our request log replaces Django's; its 4xx/5xx lines would repeat each request.
         "django.request": {"level": "ERROR", "propagate": True},
         "django.server": {"level": "WARNING", "propagate": True},
+        "httpx": {"level": "WARNING", "propagate": True},
     },
 }

@@ -34,6 +34,7 @@ urlpatterns = [
     path("", include("tracing.ingest.urls")),
 ]
 
+handler400 = "console.errors.bad_request"
 handler403 = "console.errors.forbidden"
 handler404 = "console.errors.not_found"
 handler500 = "console.errors.server_error"

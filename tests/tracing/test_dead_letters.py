@@ -41,21 +41,33 @@ def test_a_dead_letter_is_kept_with_its_destination_and_sender(runtime: Client) 
     response = post(runtime, a_dead_letter())
     assert response.json() == {"created": 1, "reopened": 0, "duplicates": 0}
     letter = DeadLetter.objects.get()
-    assert (letter.sender, letter.system, letter.transport, letter.state) == ("runtime-prod", "QMS", "http", "new")
+    assert (letter.sender, letter.system, letter.transport, letter.state) == (
+        "runtime-prod",
+        "QMS",
+        "http",
+        "new",
+    )
     assert letter.destination == {"url": "http://qms.internal/certificates"}
     assert bytes(letter.payload) == b"<certificate order='4711'/>"
-    assert letter.history[0]["error"] == "HTTP 503 from QMS" and letter.history[0]["source"] == "api"
+    assert (
+        letter.history[0]["error"] == "HTTP 503 from QMS" and letter.history[0]["source"] == "api"
+    )
 
 
 def test_the_same_death_twice_is_one_and_a_new_death_reopens(runtime: Client) -> None:
     post(runtime, a_dead_letter())
     assert post(runtime, [a_dead_letter()]).json() == {"created": 0, "reopened": 0, "duplicates": 1}
     DeadLetter.objects.update(state=DeadLetter.State.REPLAYED)
-    later = a_dead_letter(last_failed_at=(FAILED_AT + timedelta(hours=2)).isoformat(), error="HTTP 500 from QMS")
+    later = a_dead_letter(
+        last_failed_at=(FAILED_AT + timedelta(hours=2)).isoformat(), error="HTTP 500 from QMS"
+    )
     assert post(runtime, later).json() == {"created": 0, "reopened": 1, "duplicates": 0}
     letter = DeadLetter.objects.get()
     assert letter.state == "new" and letter.version == 2 and letter.error == "HTTP 500 from QMS"
-    assert [death["error"] for death in letter.history] == ["HTTP 503 from QMS", "HTTP 500 from QMS"]
+    assert [death["error"] for death in letter.history] == [
+        "HTTP 503 from QMS",
+        "HTTP 500 from QMS",
+    ]
 
 
 def test_a_message_without_id_is_keyed_by_its_payload(runtime: Client) -> None:
@@ -63,26 +75,37 @@ def test_a_message_without_id_is_keyed_by_its_payload(runtime: Client) -> None:
     post(runtime, letter)
     post(runtime, letter)
     stored = DeadLetter.objects.get()
-    assert stored.message_key.startswith("sha256:") and stored.destination == {"stream": "stock.snapshots"}
+    assert stored.message_key.startswith("sha256:") and stored.destination == {
+        "stream": "stock.snapshots"
+    }
 
 
 def test_a_binary_payload_is_kept_byte_for_byte(runtime: Client) -> None:
     payload = bytes(range(256)) * 4
-    post(runtime, a_dead_letter(payload=base64.b64encode(payload).decode(), payload_encoding="base64"))
+    post(
+        runtime,
+        a_dead_letter(payload=base64.b64encode(payload).decode(), payload_encoding="base64"),
+    )
     assert bytes(DeadLetter.objects.get().payload) == payload
 
 
 @pytest.mark.parametrize(
     ("fields", "field", "message"),
     [
-        ({"payload": "%%% not base64", "payload_encoding": "base64"}, "payload", "not valid base64"),
+        (
+            {"payload": "%%% not base64", "payload_encoding": "base64"},
+            "payload",
+            "not valid base64",
+        ),
         ({"url": "ftp://qms"}, "url", "needs the url"),
         ({"transport": "amqp", "url": None}, "queue", "needs the queue"),
         ({"transport": "pigeon"}, "transport", "Invalid enum value"),
         ({"attempts": -1}, "attempts", ">= 0"),
     ],
 )
-def test_an_invalid_dead_letter_is_refused_naming_the_field(runtime: Client, fields: dict[str, Any], field: str, message: str) -> None:
+def test_an_invalid_dead_letter_is_refused_naming_the_field(
+    runtime: Client, fields: dict[str, Any], field: str, message: str
+) -> None:
     response = post(runtime, [a_dead_letter(message_id="ok"), a_dead_letter(**fields)])
     assert response.status_code == 400
     (error,) = response.json()["errors"]

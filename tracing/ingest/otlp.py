@@ -148,6 +148,35 @@ class SpanBatch:
         return f"{self.rejected_count} span(s) rejected: {reasons}."
 
 
+@dataclass(frozen=True)
+class KeyRules:
+    """Which attributes carry the correlation ID, business keys and message ID (read once a batch)."""
+
+    correlation_keys: tuple[str, ...]
+    business_prefix: str
+    message_id_key: str
+
+    @classmethod
+    def from_settings(cls) -> KeyRules:
+        return cls(
+            correlation_keys=tuple(settings.TIDELINE_CORRELATION_KEYS),
+            business_prefix=settings.TIDELINE_BUSINESS_KEY_PREFIX,
+            message_id_key=settings.TIDELINE_MESSAGE_ID_KEY,
+        )
+
+
+@dataclass(frozen=True)
+class SpanSource:
+    """What every span of one resource and scope shares."""
+
+    service: str
+    resource_digest: bytes
+    resource: dict[str, Any]
+    scope_name: str
+    sender: str
+    received_at: datetime
+
+
 def span_batch(
     export: ExportTraceServiceRequest,
     *,
@@ -155,37 +184,30 @@ def span_batch(
     received_at: datetime,
     stored_range: tuple[datetime, datetime] | None,
 ) -> SpanBatch:
-    batch = SpanBatch()
+    batch, rules = SpanBatch(), KeyRules.from_settings()
     for resource_spans in export.resource_spans:
         resource = attributes_of(resource_spans.resource.attributes)
         service = str(resource.get("service.name", "unknown_service"))
-        digest = hashlib.sha256(
-            json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
-        ).digest()
         if not token.allows_system(service):
             count = sum(len(scope.spans) for scope in resource_spans.scope_spans)
             batch.rejected[
                 f"from service {service!r}, which this ingest token may not send for"
             ] += count
             continue
+        digest = hashlib.sha256(
+            json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
+        ).digest()
         batch.resources[digest] = (service, resource)
         for scope_spans in resource_spans.scope_spans:
+            source = SpanSource(
+                service, digest, resource, scope_spans.scope.name, token.sender, received_at
+            )
             for span in scope_spans.spans:
                 problem = _span_problem(span, stored_range)
                 if problem:
                     batch.rejected[problem] += 1
-                    continue
-                batch.rows.append(
-                    _span_row(
-                        span,
-                        service,
-                        digest,
-                        scope_spans.scope.name,
-                        resource,
-                        token.sender,
-                        received_at,
-                    )
-                )
+                else:
+                    batch.rows.append(_span_row(span, source, rules))
     return batch
 
 
@@ -207,32 +229,24 @@ def _span_problem(span: OtlpSpan, stored_range: tuple[datetime, datetime] | None
     return None
 
 
-def _span_row(
-    span: OtlpSpan,
-    service: str,
-    resource_digest: bytes,
-    scope_name: str,
-    resource: dict[str, Any],
-    sender: str,
-    received_at: datetime,
-) -> list[Any]:
+def _span_row(span: OtlpSpan, source: SpanSource, rules: KeyRules) -> list[Any]:
     attributes = attributes_of(span.attributes)
-    prefix = settings.TIDELINE_BUSINESS_KEY_PREFIX
+    cut = len(rules.business_prefix)
     business_keys = {
-        key[len(prefix) :]: str(value)
+        key[cut:]: str(value)
         for key, value in attributes.items()
-        if key.startswith(prefix)
+        if key.startswith(rules.business_prefix)
     }
     correlation_id = next(
         (
-            str(source[key])
-            for key in settings.TIDELINE_CORRELATION_KEYS
-            for source in (attributes, resource)
-            if key in source
+            str(where[key])
+            for key in rules.correlation_keys
+            for where in (attributes, source.resource)
+            if key in where
         ),
         None,
     )
-    message_id = attributes.get(settings.TIDELINE_MESSAGE_ID_KEY)
+    message_id = attributes.get(rules.message_id_key)
     events = [
         {
             "name": event.name,
@@ -260,15 +274,15 @@ def _span_row(
         span.end_time_unix_nano - span.start_time_unix_nano,
         span.status.code,
         span.status.message,
-        service,
-        resource_digest,  # replaced by the resource's id when stored
-        scope_name,
+        source.service,
+        source.resource_digest,  # replaced by the resource's id when stored
+        source.scope_name,
         attributes,
         events,
         links,
         correlation_id,
         str(message_id) if message_id is not None else None,
         business_keys,
-        sender,
-        received_at,
+        source.sender,
+        source.received_at,
     ]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from django.conf import settings
 from django.db import connection, transaction
-from psycopg.types.json import Jsonb
+from psycopg.errors import UniqueViolation
 
 from tracing.ingest.dead_letters import DeadLetterRow
 from tracing.ingest.models import DeadLetter, FlowTouch
@@ -26,6 +28,7 @@ _RESOURCE = SPAN_COLUMNS.index("resource_id")
 _JSON_COLUMNS = [
     SPAN_COLUMNS.index(name) for name in ("attributes", "events", "links", "business_keys")
 ]
+_CORRELATION = SPAN_COLUMNS.index("correlation_id")
 _resource_ids: dict[bytes, int] = {}  # resources rarely change; spare the lookup per request
 
 
@@ -43,33 +46,66 @@ def spans_store(*, batch: SpanBatch) -> StoredSpans:
     """
     if not batch.rows:
         return StoredSpans(accepted=0, duplicates=0)
-    columns = ", ".join(SPAN_COLUMNS)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"SET LOCAL statement_timeout = {int(settings.TIDELINE_INGEST_STATEMENT_TIMEOUT_MS)}"
         )
         resource_ids = _resources_upsert(cursor, batch)
-        _incoming_table(cursor, "ingest_span")
-        with cursor.cursor.copy(f"COPY ingest_span_incoming ({columns}) FROM STDIN") as copy:
-            for row in batch.rows:
-                row[_RESOURCE] = resource_ids[row[_RESOURCE]]
-                for index in _JSON_COLUMNS:
-                    row[index] = Jsonb(row[index])
-                copy.write_row(row)
-        cursor.execute(
-            f"""
-            WITH inserted AS (
-                INSERT INTO ingest_span ({columns}) SELECT {columns} FROM ingest_span_incoming
-                ON CONFLICT DO NOTHING RETURNING trace_id, correlation_id
-            ), touched AS (
-                INSERT INTO ingest_flowtouch (trace_id, correlation_id)
-                SELECT DISTINCT trace_id, correlation_id FROM inserted
-            )
-            SELECT count(*) FROM inserted
-            """  # noqa: S608 - fixed column names
+        rows = [span_copy_row(row, resource_ids) for row in batch.rows]
+        try:
+            # Almost every batch is new: COPY straight into the table. A retry collides with
+            # the spans it already stored; only then take the slower path that skips them.
+            with transaction.atomic():
+                copy_rows(cursor, "ingest_span", SPAN_COLUMNS, rows)
+        except UniqueViolation:
+            return _spans_store_skipping_known(cursor, rows)
+        copy_rows(
+            cursor,
+            "ingest_flowtouch",
+            ("trace_id", "correlation_id"),
+            {(row[0], row[_CORRELATION]) for row in rows},
         )
-        accepted = cursor.fetchone()[0]
-    return StoredSpans(accepted=accepted, duplicates=len(batch.rows) - accepted)
+    return StoredSpans(accepted=len(rows), duplicates=0)
+
+
+def span_copy_row(row: list[Any], resource_ids: dict[bytes, int]) -> list[Any]:
+    row[_RESOURCE] = resource_ids[row[_RESOURCE]]
+    for index in _JSON_COLUMNS:
+        row[index] = _json_text(row[index])
+    return row
+
+
+def _json_text(value: Any) -> str:
+    # msgspec encodes several times faster than json.dumps; this runs four times per span.
+    return msgspec.json.encode(value).decode()
+
+
+def copy_rows(
+    cursor: Any, table: str, columns: tuple[str, ...], rows: Iterable[Sequence[Any]]
+) -> None:
+    with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _spans_store_skipping_known(cursor: Any, rows: list[list[Any]]) -> StoredSpans:
+    columns = ", ".join(SPAN_COLUMNS)
+    _incoming_table(cursor, "ingest_span")
+    copy_rows(cursor, "ingest_span_incoming", SPAN_COLUMNS, rows)
+    cursor.execute(
+        f"""
+        WITH inserted AS (
+            INSERT INTO ingest_span ({columns}) SELECT {columns} FROM ingest_span_incoming
+            ON CONFLICT DO NOTHING RETURNING trace_id, correlation_id
+        ), touched AS (
+            INSERT INTO ingest_flowtouch (trace_id, correlation_id)
+            SELECT DISTINCT trace_id, correlation_id FROM inserted
+        )
+        SELECT count(*) FROM inserted
+        """  # noqa: S608 - fixed column names
+    )
+    accepted = int(cursor.fetchone()[0])
+    return StoredSpans(accepted=accepted, duplicates=len(rows) - accepted)
 
 
 def _incoming_table(cursor: Any, table: str) -> None:
@@ -179,9 +215,12 @@ def _records_copy(
         return
     columns = ", ".join(RECORD_COLUMNS)
     _incoming_table(cursor, "ingest_record")
-    with cursor.cursor.copy(f"COPY ingest_record_incoming ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(_record_values(row, sender, body_digest, received_at))
+    copy_rows(
+        cursor,
+        "ingest_record_incoming",
+        RECORD_COLUMNS,
+        (_record_values(row, sender, body_digest, received_at) for row in rows),
+    )
     cursor.execute(
         f"""
         WITH inserted AS (
@@ -203,8 +242,8 @@ def _record_values(
         record.message_id, record.correlation_id,
         bytes.fromhex(record.trace_id) if record.trace_id else None,
         bytes.fromhex(record.span_id) if record.span_id else None,
-        Jsonb(record.business_keys), row.payload, row.payload_digest, record.content_type,
-        Jsonb(record.headers), record.error,
+        _json_text(record.business_keys), row.payload, row.payload_digest, record.content_type,
+        _json_text(record.headers), record.error,
         record.counts.expected if record.counts else None,
         record.counts.processed if record.counts else None,
         record.source, body_digest, row.position, received_at,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -28,7 +29,14 @@ log = logging.getLogger(__name__)
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 RETRY_AFTER_SECONDS = "1"
-UNAVAILABLE = (OperationalError, InterfaceError, DatabaseError)
+# COPY runs on psycopg's own cursor, so its errors arrive unwrapped by Django.
+UNAVAILABLE = (
+    OperationalError,
+    InterfaceError,
+    DatabaseError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
@@ -36,6 +44,12 @@ _GRPC_CODE = {
     415: code_pb2.INVALID_ARGUMENT,
     503: code_pb2.UNAVAILABLE,
 }
+
+
+def _log_unavailable(error: Exception) -> None:
+    # Never a 500 when the database is away: senders retry a 503 with Retry-After, so
+    # nothing is lost. The token lookup can fail this way too, so this wraps the whole view.
+    log.warning("ingest: database unavailable", extra={"error": str(error)})
 
 
 def _otlp_response(
@@ -67,6 +81,15 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     try:
         return _otlp_traces(request)
+    except UNAVAILABLE as error:
+        _log_unavailable(error)
+        content_type = request.content_type if request.content_type == JSON else PROTOBUF
+        return _otlp_error(
+            503,
+            "Tideline cannot store spans right now; retry shortly.",
+            content_type,
+            cause="unavailable",
+        )
     finally:
         metrics.LATENCY.labels("traces").observe(time.perf_counter() - started)
 
@@ -89,18 +112,8 @@ def _otlp_traces(request: HttpRequest) -> HttpResponse:
         )
     except OtlpDecodeError as error:
         return _otlp_error(400, str(error), content_type, sender=token.sender, cause="undecodable")
-    try:
-        batch = span_batch(
-            export, token=token, received_at=timezone.now(), stored_range=stored_range()
-        )
-        stored = spans_store(batch=batch)
-    except UNAVAILABLE as error:
-        # Never 500: an exporter retries a 503 with Retry-After, so nothing is lost.
-        log.warning(
-            "ingest: database unavailable", extra={"error": str(error), "sender": token.sender}
-        )
-        reason = "Tideline cannot store spans right now; retry shortly."
-        return _otlp_error(503, reason, content_type, sender=token.sender, cause="unavailable")
+    batch = span_batch(export, token=token, received_at=timezone.now(), stored_range=stored_range())
+    stored = spans_store(batch=batch)
     metrics.ACCEPTED.labels("traces", token.sender).inc(stored.accepted)
     metrics.DUPLICATES.labels("traces", token.sender).inc(stored.duplicates)
     answer = ExportTraceServiceResponse()
@@ -128,6 +141,10 @@ def audit_records(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     try:
         return _audit_records(request)
+    except UNAVAILABLE as error:
+        _log_unavailable(error)
+        detail = "Tideline cannot store records right now; retry shortly."
+        return _refusal(503, detail, stream="records", sender="", cause="unavailable")
     finally:
         metrics.LATENCY.labels("records").observe(time.perf_counter() - started)
 
@@ -173,10 +190,6 @@ def _audit_records(request: HttpRequest) -> HttpResponse:
             cause="conflict",
             record_ids=conflict.record_ids,
         )
-    except UNAVAILABLE as error:
-        log.warning("ingest: database unavailable", extra={"error": str(error), "sender": sender})
-        detail = "Tideline cannot store records right now; retry shortly."
-        return _refusal(503, detail, stream="records", sender=sender, cause="unavailable")
     metrics.ACCEPTED.labels("records", sender).inc(stored.accepted)
     metrics.DUPLICATES.labels("records", sender).inc(stored.duplicates)
     return JsonResponse({"accepted": stored.accepted, "duplicates": stored.duplicates})
@@ -189,6 +202,10 @@ def dead_letters(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     try:
         return _dead_letters(request)
+    except UNAVAILABLE as error:
+        _log_unavailable(error)
+        detail = "Tideline cannot store dead letters right now; retry shortly."
+        return _refusal(503, detail, stream="dead_letters", sender="", cause="unavailable")
     finally:
         metrics.LATENCY.labels("dead_letters").observe(time.perf_counter() - started)
 
@@ -221,12 +238,7 @@ def _dead_letters(request: HttpRequest) -> HttpResponse:
         return _refusal(
             400, str(invalid), stream="dead_letters", sender=sender, cause="invalid", errors=errors
         )
-    try:
-        stored = dead_letters_store(rows=rows, sender=sender, source="api", received_at=received_at)
-    except UNAVAILABLE as error:
-        log.warning("ingest: database unavailable", extra={"error": str(error), "sender": sender})
-        detail = "Tideline cannot store dead letters right now; retry shortly."
-        return _refusal(503, detail, stream="dead_letters", sender=sender, cause="unavailable")
+    stored = dead_letters_store(rows=rows, sender=sender, source="api", received_at=received_at)
     metrics.ACCEPTED.labels("dead_letters", sender).inc(stored.created + stored.reopened)
     metrics.DUPLICATES.labels("dead_letters", sender).inc(stored.duplicates)
     return JsonResponse(

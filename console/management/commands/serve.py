@@ -29,6 +29,7 @@ from django.db import connections
 
 from console.access import Role
 from console.embedded import stop_services
+from console.servers import web_server_command
 from console.services import user_create
 
 STOP_GRACE_SECONDS = 30
@@ -97,23 +98,9 @@ class Command(BaseCommand):
         python = sys.executable
         home = Path(settings.TIDELINE_HOME)
         return {
-            "web": [
-                python,
-                "-m",
-                "gunicorn",
-                "console.wsgi:application",
-                "--bind",
-                f"{options['host']}:{options['port']}",
-                "--workers",
-                str(options["web_workers"]),
-                "--config",
-                "python:console.gunicorn_conf",
-                "--graceful-timeout",
-                "20",
-                "--timeout",
-                "60",
-                "--no-control-socket",
-            ],
+            "web": web_server_command(
+                host=options["host"], port=options["port"], workers=options["web_workers"]
+            ),
             "worker": [
                 python,
                 "-m",
