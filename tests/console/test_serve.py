@@ -86,6 +86,20 @@ def sign_in(base: str, username: str, password: str) -> httpx.Response:
         return client.get("/")
 
 
+def requests_counted_by_metrics(base: str, *, healthz_calls: int) -> float:
+    """GET /healthz n times, then the sum of answered requests one scrape of /metrics reports.
+
+    The requests spread over the gunicorn workers; only the multiprocess collector sees them all.
+    """
+    for _ in range(healthz_calls):
+        httpx.get(f"{base}/healthz", timeout=5)
+    scrape = httpx.get(f"{base}/metrics", timeout=5).text
+    counted = re.findall(
+        r'^tideline_http_requests_total\{method="GET",status="200"\} (\S+)$', scrape, re.MULTILINE
+    )
+    return sum(float(value) for value in counted)
+
+
 def test_serve_runs_on_embedded_services_and_stops_every_child(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -101,6 +115,7 @@ def test_serve_runs_on_embedded_services_and_stops_every_child(tmp_path: Path) -
             if str(tmp_path / "pgdata") in " ".join(p.info["cmdline"] or [])
         ]
         assert postgres, "the embedded PostgreSQL is not running"
+        assert requests_counted_by_metrics(base, healthz_calls=20) >= 20
         output = stop_serve(server)
     finally:
         if server.poll() is None:
