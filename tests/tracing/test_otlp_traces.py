@@ -26,6 +26,18 @@ from console.services import api_token_create, ingest_token_create
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 
 
+def logs_export() -> bytes:
+    """An OTLP logs request: protobuf, but of another message type than traces."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    logs = ExportLogsServiceRequest()
+    scope = logs.resource_logs.add().scope_logs.add()
+    record = scope.log_records.add()
+    record.time_unix_nano, record.trace_id = 1_700_000_000_000_000_000, b"\x01" * 16
+    record.body.string_value = "stock export finished"
+    return logs.SerializeToString()
+
+
 def span_count() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM ingest_span")
@@ -179,6 +191,13 @@ def test_a_token_limited_to_systems_refuses_other_services(
     [
         (b"\x0a\xff\xff", "application/x-protobuf", {}, 400, "not a valid protobuf"),
         (
+            logs_export(),
+            "application/x-protobuf",
+            {},
+            400,
+            "not a valid protobuf ExportTraceServiceRequest",
+        ),
+        (
             b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5, "kind": "x"}]}]}]}',
             "application/json",
             {},
@@ -207,6 +226,7 @@ def test_a_token_limited_to_systems_refuses_other_services(
     ],
     ids=[
         "truncated-protobuf",
+        "logs-not-traces",
         "wrong-json-types",
         "invalid-utf8",
         "deep-json",
