@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
@@ -36,6 +37,15 @@ def logs_export() -> bytes:
     record.time_unix_nano, record.trace_id = 1_700_000_000_000_000_000, b"\x01" * 16
     record.body.string_value = "stock export finished"
     return logs.SerializeToString()
+
+
+def deeply_nested_attribute(depth: int) -> bytes:
+    """A well-formed request whose one attribute is an array nested `depth` deep."""
+    value = b'{"arrayValue": {"values": [' * depth + b"{}" + b"]}}" * depth
+    attribute = b'{"key": "k", "value": ' + value + b"}"
+    return (
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [' + attribute + b"]}]}]}]}"
+    )
 
 
 def span_count() -> int:
@@ -160,10 +170,12 @@ def test_protobuf_in_protobuf_out_with_partial_success(live_server: Any, sender:
     ]
     from google.protobuf import json_format
 
-    from tracing.ingest.otlp import _hex_ids_to_base64
-
     document = json.loads(otlp_json(spans))
-    _hex_ids_to_base64(document)
+    for span in document["resourceSpans"][0]["scopeSpans"][0][
+        "spans"
+    ]:  # proto3 JSON wants base64 IDs
+        span["traceId"] = base64.b64encode(bytes.fromhex(span["traceId"])).decode()
+        span["spanId"] = base64.b64encode(bytes.fromhex(span["spanId"])).decode()
     json_format.ParseDict(document, export)
     response = post(live_server, sender, export.SerializeToString(), "application/x-protobuf")
     assert response.status_code == 200
@@ -204,8 +216,21 @@ def test_a_token_limited_to_systems_refuses_other_services(
             400,
             "not an OTLP",
         ),
-        (b'{"resourceSpans": "\xff\xfe"}', "application/json", {}, 400, "not valid UTF-8"),
-        (b"[" * 100_000 + b"]" * 100_000, "application/json", {}, 400, "nested too deeply"),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "\xff\xfe"}]}]}]}',
+            "application/json",
+            {},
+            400,
+            "not valid UTF-8",
+        ),
+        (deeply_nested_attribute(20_000), "application/json", {}, 400, "nested too deeply"),
+        (
+            b"[" * 100_000 + b"]" * 100_000,
+            "application/json",
+            {},
+            400,
+            "not an OTLP ExportTraceServiceRequest",
+        ),
         (b"", "application/json", {}, 400, "not valid JSON"),
         (b"{}", "text/plain", {}, 415, "is not OTLP"),
         (
@@ -230,6 +255,7 @@ def test_a_token_limited_to_systems_refuses_other_services(
         "wrong-json-types",
         "invalid-utf8",
         "deep-json",
+        "array-not-object",
         "empty",
         "other-type",
         "gzip-bomb",
@@ -276,3 +302,25 @@ def test_ingest_refuses_requests_without_a_valid_ingest_token(
     assert response.status_code == 401
     assert response.json()["message"]
     assert span_count() == 0
+
+
+def test_json_enums_may_come_as_integers_or_names(live_server: Any, sender: str) -> None:
+    spans = [
+        a_span(kind=3),
+        a_span(
+            "ccc19b7ec3c1b174",
+            kind="SPAN_KIND_CONSUMER",
+            status={"code": "STATUS_CODE_ERROR", "message": "HTTP 503 from QMS"},
+        ),
+    ]
+    assert post(live_server, sender, otlp_json(spans)).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT kind, status_code, status_message FROM ingest_span ORDER BY kind")
+        assert cursor.fetchall() == [(3, 0, ""), (5, 2, "HTTP 503 from QMS")]
+    bad = post(
+        live_server, sender, otlp_json([a_span("ddd19b7ec3c1b174", kind="SPAN_KIND_SIDEWAYS")])
+    )
+    assert (
+        bad.status_code == 400
+        and "'SPAN_KIND_SIDEWAYS' is not a value of SpanKind" in bad.json()["message"]
+    )

@@ -1,9 +1,8 @@
-"""OTLP/HTTP trace requests: decoding (protobuf or the OTLP JSON mapping) and span rows.
+"""OTLP/HTTP trace requests: protobuf decoding, and span rows from either encoding.
 
-The protobuf classes come from `opentelemetry-proto`. OTLP JSON is the proto3 JSON mapping
-with one difference: trace and span IDs are hex, not base64 — they are converted before
-the standard parser sees them. Each span is checked on its own, so one bad span is
-rejected (partial success) while the rest of the request is stored.
+The protobuf classes come from `opentelemetry-proto`; JSON is decoded in otlp_json.py into
+look-alike structs that `span_batch` reads the same way. Each span is checked on its own,
+so one bad span is rejected (partial success) while the rest of the request is stored.
 """
 
 from __future__ import annotations
@@ -18,15 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from console.models import IngestToken
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A protobuf message, or its look-alike struct from otlp_json.py: read the same way.
+Message = Any
 
 
 class OtlpDecodeError(ValueError):
@@ -44,66 +42,7 @@ def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
     return export
 
 
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise OtlpDecodeError(f"The body is not valid UTF-8 (byte {error.start}).") from None
-    except RecursionError:
-        raise OtlpDecodeError("The JSON body is nested too deeply.") from None
-    except ValueError as error:
-        raise OtlpDecodeError(f"The body is not valid JSON: {error}.") from None
-    if not isinstance(document, dict):
-        raise OtlpDecodeError("The JSON body must be an object with a resourceSpans array.")
-    try:
-        _hex_ids_to_base64(document)
-        return json_format.ParseDict(
-            document, ExportTraceServiceRequest(), ignore_unknown_fields=True
-        )
-    except RecursionError:
-        raise OtlpDecodeError("The JSON body is nested too deeply.") from None
-    except (json_format.ParseError, AttributeError, TypeError) as error:
-        raise OtlpDecodeError(
-            f"The JSON body is not an OTLP ExportTraceServiceRequest: {error}"
-        ) from None
-
-
-_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
-
-
-def _hex_ids_to_base64(document: dict[str, Any]) -> None:
-    """OTLP JSON carries IDs as hex; the proto3 parser expects base64 for bytes fields."""
-    for resource_spans in _list(document, "resourceSpans", "resource_spans"):
-        for scope_spans in _list(resource_spans, "scopeSpans", "scope_spans"):
-            for span in _list(scope_spans, "spans"):
-                _convert_ids(span)
-                for link in _list(span, "links"):
-                    _convert_ids(link)
-
-
-def _list(parent: Any, *keys: str) -> list[Any]:
-    if not isinstance(parent, dict):
-        return []
-    for key in keys:
-        value = parent.get(key)
-        if isinstance(value, list):
-            return value
-    return []
-
-
-def _convert_ids(item: Any) -> None:
-    if not isinstance(item, dict):
-        return
-    for key in _ID_KEYS:
-        value = item.get(key)
-        if isinstance(value, str):
-            try:
-                item[key] = base64.b64encode(bytes.fromhex(value)).decode()
-            except ValueError:
-                item[key] = ""  # not hex: the span is rejected for its ID, not the whole request
-
-
-def any_value(value: AnyValue) -> Any:
+def any_value(value: Message) -> Any:
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return value.string_value
@@ -178,7 +117,7 @@ class SpanSource:
 
 
 def span_batch(
-    export: ExportTraceServiceRequest,
+    export: Message,
     *,
     token: IngestToken,
     received_at: datetime,
@@ -211,7 +150,7 @@ def span_batch(
     return batch
 
 
-def _span_problem(span: OtlpSpan, stored_range: tuple[datetime, datetime] | None) -> str | None:
+def _span_problem(span: Message, stored_range: tuple[datetime, datetime] | None) -> str | None:
     if len(span.trace_id) != 16 or span.trace_id == bytes(16):
         return "with a trace_id that is not 16 bytes (32 hex digits) or is all zero"
     if len(span.span_id) != 8 or span.span_id == bytes(8):
@@ -229,7 +168,7 @@ def _span_problem(span: OtlpSpan, stored_range: tuple[datetime, datetime] | None
     return None
 
 
-def _span_row(span: OtlpSpan, source: SpanSource, rules: KeyRules) -> list[Any]:
+def _span_row(span: Message, source: SpanSource, rules: KeyRules) -> list[Any]:
     attributes = attributes_of(span.attributes)
     cut = len(rules.business_prefix)
     business_keys = {

@@ -19,7 +19,8 @@ from console.authentication import IngestAuthError, ingest_token_from
 from tracing.ingest import metrics
 from tracing.ingest.dead_letters import dead_letters_parse
 from tracing.ingest.http import BodyRefused, read_body
-from tracing.ingest.otlp import OtlpDecodeError, decode_json, decode_protobuf, span_batch
+from tracing.ingest.otlp import OtlpDecodeError, decode_protobuf, span_batch
+from tracing.ingest.otlp_json import decode_json
 from tracing.ingest.partitions import RECORD_TABLE, stored_range
 from tracing.ingest.records import CONTENT_TYPES, RecordsInvalid, json_decode, records_parse
 from tracing.ingest.services import RecordsConflict, dead_letters_store, records_store, spans_store
