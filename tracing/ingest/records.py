@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -185,9 +184,7 @@ def _record_row(
         payload_digest = bytes.fromhex(record.payload_digest.removeprefix("sha256:"))
     else:
         payload_digest = None
-    canonical = json.dumps(
-        msgspec.to_builtins(record), sort_keys=True, separators=(",", ":")
-    ).encode()
+    canonical = msgspec.json.encode(record, order="sorted")
     return RecordRow(position, record, payload, payload_digest, hashlib.sha256(canonical).digest())
 
 

@@ -142,6 +142,10 @@ RECORD_COLUMNS = (
 )  # fmt: skip
 
 
+_RECORD_TRACE = RECORD_COLUMNS.index("trace_id")
+_RECORD_CORRELATION = RECORD_COLUMNS.index("correlation_id")
+
+
 @dataclass(frozen=True)
 class StoredRecords:
     accepted: int
@@ -211,26 +215,11 @@ def _record_keys_claim(cursor: Any, rows: list[RecordRow], sender: str) -> list[
 def _records_copy(
     cursor: Any, rows: list[RecordRow], *, sender: str, body_digest: bytes, received_at: datetime
 ) -> None:
-    if not rows:
-        return
-    columns = ", ".join(RECORD_COLUMNS)
-    _incoming_table(cursor, "ingest_record")
-    copy_rows(
-        cursor,
-        "ingest_record_incoming",
-        RECORD_COLUMNS,
-        (_record_values(row, sender, body_digest, received_at) for row in rows),
-    )
-    cursor.execute(
-        f"""
-        WITH inserted AS (
-            INSERT INTO ingest_record ({columns}) SELECT {columns} FROM ingest_record_incoming
-            RETURNING trace_id, correlation_id
-        )
-        INSERT INTO ingest_flowtouch (trace_id, correlation_id)
-        SELECT DISTINCT trace_id, correlation_id FROM inserted
-        """  # noqa: S608 - fixed column names
-    )
+    """COPY straight into the record table: the key table has already kept out duplicates."""
+    values = [_record_values(row, sender, body_digest, received_at) for row in rows]
+    copy_rows(cursor, "ingest_record", RECORD_COLUMNS, values)
+    touched = {(value[_RECORD_TRACE], value[_RECORD_CORRELATION]) for value in values}
+    copy_rows(cursor, "ingest_flowtouch", ("trace_id", "correlation_id"), touched)
 
 
 def _record_values(
