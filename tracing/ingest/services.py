@@ -118,21 +118,23 @@ def _incoming_table(cursor: Any, table: str) -> None:
 
 
 def _resources_upsert(cursor: Any, batch: SpanBatch) -> dict[bytes, int]:
-    missing = [digest for digest in batch.resources if digest not in _resource_ids]
+    ids = {digest: _resource_ids[digest] for digest in batch.resources if digest in _resource_ids}
+    missing = [digest for digest in batch.resources if digest not in ids]
     if missing:
         cursor.executemany(
             "INSERT INTO ingest_resource (digest, service_name, attributes) VALUES (%s, %s, %s) "
             "ON CONFLICT (digest) DO NOTHING",
             [
-                (digest, *batch.resources[digest][:1], json.dumps(batch.resources[digest][1]))
+                (digest, batch.resources[digest][0], json.dumps(batch.resources[digest][1]))
                 for digest in missing
             ],
         )
         cursor.execute("SELECT digest, id FROM ingest_resource WHERE digest = ANY(%s)", [missing])
-        _resource_ids.update(
-            (bytes(digest), resource_id) for digest, resource_id in cursor.fetchall()
-        )
-    return {digest: _resource_ids[digest] for digest in batch.resources}
+        found = {bytes(digest): resource_id for digest, resource_id in cursor.fetchall()}
+        ids.update(found)
+        # Remember them only once committed: a rolled-back insert must not leave an id behind.
+        transaction.on_commit(lambda: _resource_ids.update(found))
+    return ids
 
 
 RECORD_COLUMNS = (

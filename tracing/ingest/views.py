@@ -6,7 +6,7 @@ import logging
 import time
 
 import psycopg
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -29,15 +29,12 @@ log = logging.getLogger(__name__)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-RETRY_AFTER_SECONDS = "1"
-# COPY runs on psycopg's own cursor, so its errors arrive unwrapped by Django.
-UNAVAILABLE = (
-    OperationalError,
-    InterfaceError,
-    DatabaseError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-)
+# Long enough for a restarting database, short enough that an SDK's few retries span an outage.
+RETRY_AFTER_SECONDS = "2"
+# The database is away (or too slow: a statement timeout is an OperationalError too). COPY
+# runs on psycopg's own cursor, so its errors arrive unwrapped by Django. A real bug such as
+# an IntegrityError stays a 500 on purpose: a 503 would make senders retry it forever.
+UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
