@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -59,7 +60,7 @@ def env_path(name: str, *, default: Path) -> Path:
     return Path(raw).expanduser().resolve() if raw else default
 
 
-def database_from_url(name: str, url: str) -> dict[str, object]:
+def database_from_url(name: str, url: str) -> dict[str, Any]:
     """Django DATABASES entry for a postgresql:// URL (a unix socket goes in ?host=)."""
     parts = urlsplit(url)
     if parts.scheme not in {"postgres", "postgresql"}:

@@ -108,6 +108,11 @@ TEMPLATES = [
 DATABASES = {"default": database_from_url("DATABASE_URL", _required("DATABASE_URL"))}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("TIDELINE_DB_CONN_MAX_AGE", default=60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A database that does not answer must fail fast (ingest then answers 503), not hang a worker.
+DATABASES["default"]["OPTIONS"] = {
+    "connect_timeout": env_int("TIDELINE_DB_CONNECT_TIMEOUT", default=5, minimum=1),
+    **DATABASES["default"]["OPTIONS"],
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = redis_url_checked("REDIS_URL", _required("REDIS_URL"))

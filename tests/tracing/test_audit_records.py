@@ -221,3 +221,10 @@ def test_records_need_an_ingest_token() -> None:
     response = post(Client(), json.dumps([a_record()]))
     assert response.status_code == 401
     assert response.json()["detail"] == "Missing 'Authorization: Bearer <ingest token>'."
+
+
+def test_a_value_postgresql_cannot_store_is_a_400_not_a_retry(runtime: Client) -> None:
+    response = post(runtime, json.dumps([a_record("r-1", step="stock.reserve\u0000")]))
+    assert response.status_code == 400
+    assert "cannot be stored" in response.json()["detail"]
+    assert stored_rows() == []

@@ -111,3 +111,10 @@ def test_an_invalid_dead_letter_is_refused_naming_the_field(
     (error,) = response.json()["errors"]
     assert error["index"] == 1 and error["field"] == field and message in error["message"]
     assert not DeadLetter.objects.exists()
+
+
+def test_a_value_postgresql_cannot_store_is_a_400_not_a_retry(runtime: Client) -> None:
+    response = post(runtime, a_dead_letter(headers={"x-note": "nul \u0000 inside"}))
+    assert response.status_code == 400
+    assert "cannot be stored" in response.json()["detail"]
+    assert not DeadLetter.objects.exists()

@@ -33,6 +33,7 @@ class DeadLetterIn(msgspec.Struct):
     queue: Annotated[str, msgspec.Meta(max_length=255)] | None = None
     stream: Annotated[str, msgspec.Meta(max_length=255)] | None = None
     headers: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
     content_type: Annotated[str, msgspec.Meta(max_length=200)] = ""
     error: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
     attempts: Annotated[int, msgspec.Meta(ge=0)] = 1

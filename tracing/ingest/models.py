@@ -169,6 +169,9 @@ class DeadLetter(models.Model):
     transport = models.CharField(max_length=10, choices=Transport.choices)
     destination = models.JSONField()
     headers = models.JSONField(default=dict)
+    # Transport properties beyond headers (AMQP delivery_mode, priority, type, reply_to ...),
+    # so a replay can rebuild the message as it was.
+    properties = models.JSONField(default=dict)
     payload = models.BinaryField()
     payload_digest = models.BinaryField(max_length=32)
     content_type = models.TextField(blank=True)

@@ -47,9 +47,7 @@ def spans_store(*, batch: SpanBatch) -> StoredSpans:
     if not batch.rows:
         return StoredSpans(accepted=0, duplicates=0)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"SET LOCAL statement_timeout = {int(settings.TIDELINE_INGEST_STATEMENT_TIMEOUT_MS)}"
-        )
+        _statement_timeout()
         resource_ids = _resources_upsert(cursor, batch)
         rows = [span_copy_row(row, resource_ids) for row in batch.rows]
         try:
@@ -106,6 +104,14 @@ def _spans_store_skipping_known(cursor: Any, rows: list[list[Any]]) -> StoredSpa
     )
     accepted = int(cursor.fetchone()[0])
     return StoredSpans(accepted=accepted, duplicates=len(rows) - accepted)
+
+
+def _statement_timeout() -> None:
+    """Inside the ingest transaction: a stalled database answers 503 instead of hanging."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SET LOCAL statement_timeout = {int(settings.TIDELINE_INGEST_STATEMENT_TIMEOUT_MS)}"
+        )
 
 
 def _incoming_table(cursor: Any, table: str) -> None:
@@ -172,9 +178,7 @@ def records_store(
     first_rows = list({row.record.record_id: row for row in reversed(rows)}.values())[::-1]
     body_digest = hashlib.sha256(body).digest()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"SET LOCAL statement_timeout = {int(settings.TIDELINE_INGEST_STATEMENT_TIMEOUT_MS)}"
-        )
+        _statement_timeout()
         cursor.execute(
             "INSERT INTO ingest_rawbody (digest, content_type, body, sender, received_at) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (digest) DO NOTHING",
@@ -255,6 +259,7 @@ def dead_letters_store(
     reopens it and is added to its history, and a death already recorded changes nothing."""
     created = reopened = duplicates = 0
     with transaction.atomic():
+        _statement_timeout()
         keys = {row.message_key for row in rows}
         known = {
             letter.message_key: letter
@@ -295,7 +300,7 @@ def _dead_letter_create(
     dead_letter = DeadLetter.objects.create(
         sender=sender, message_key=row.message_key, message_id=letter.message_id or "",
         correlation_id=letter.correlation_id, system=letter.system, transport=letter.transport,
-        destination=row.destination, headers=letter.headers, payload=row.payload, payload_digest=row.payload_digest,
+        destination=row.destination, headers=letter.headers, properties=letter.properties, payload=row.payload, payload_digest=row.payload_digest,
         content_type=letter.content_type, error=letter.error, attempts=letter.attempts,
         first_failed_at=row.first_failed_at, last_failed_at=row.last_failed_at,
         history=[_death(row, source, received_at)],
@@ -311,6 +316,7 @@ def _dead_letter_reopen(
     dead_letter.history = [*dead_letter.history, _death(row, source, received_at)]
     dead_letter.payload, dead_letter.payload_digest = row.payload, row.payload_digest
     dead_letter.headers, dead_letter.error = row.letter.headers, row.letter.error
+    dead_letter.properties = row.letter.properties
     dead_letter.attempts = row.letter.attempts
     dead_letter.last_failed_at = max(dead_letter.last_failed_at, row.last_failed_at)
     dead_letter.state = DeadLetter.State.NEW

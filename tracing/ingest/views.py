@@ -6,7 +6,7 @@ import logging
 import time
 
 import psycopg
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -35,6 +35,8 @@ RETRY_AFTER_SECONDS = "2"
 # runs on psycopg's own cursor, so its errors arrive unwrapped by Django. A real bug such as
 # an IntegrityError stays a 500 on purpose: a 503 would make senders retry it forever.
 UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+# Data PostgreSQL will never take (a NUL character in text, say): the sender must fix it, not retry.
+UNSTORABLE = (DataError, psycopg.DataError)
 _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
@@ -42,6 +44,11 @@ _GRPC_CODE = {
     415: code_pb2.INVALID_ARGUMENT,
     503: code_pb2.UNAVAILABLE,
 }
+
+
+def _unstorable(error: Exception) -> str:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"A value in this request cannot be stored ({reason}); nothing of it was stored."
 
 
 def _log_unavailable(error: Exception) -> None:
@@ -79,6 +86,9 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     try:
         return _otlp_traces(request)
+    except UNSTORABLE as error:
+        content_type = request.content_type if request.content_type == JSON else PROTOBUF
+        return _otlp_error(400, _unstorable(error), content_type, cause="unstorable")
     except UNAVAILABLE as error:
         _log_unavailable(error)
         content_type = request.content_type if request.content_type == JSON else PROTOBUF
@@ -139,6 +149,8 @@ def audit_records(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     try:
         return _audit_records(request)
+    except UNSTORABLE as error:
+        return _refusal(400, _unstorable(error), stream="records", sender="", cause="unstorable")
     except UNAVAILABLE as error:
         _log_unavailable(error)
         detail = "Tideline cannot store records right now; retry shortly."
@@ -200,6 +212,10 @@ def dead_letters(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     try:
         return _dead_letters(request)
+    except UNSTORABLE as error:
+        return _refusal(
+            400, _unstorable(error), stream="dead_letters", sender="", cause="unstorable"
+        )
     except UNAVAILABLE as error:
         _log_unavailable(error)
         detail = "Tideline cannot store dead letters right now; retry shortly."
