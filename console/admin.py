@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import Group
 from django.http import HttpRequest
 
 from console.access import roles_of
@@ -15,6 +16,9 @@ from console.services import journal_append
 
 User = get_user_model()
 admin.site.unregister(User)
+# Roles are the groups named support, operator, auditor and admin: renaming or deleting one
+# would silently take a role away, so groups are not edited here; users are given them.
+admin.site.unregister(Group)
 
 
 @admin.register(User)
@@ -37,14 +41,35 @@ class JournaledUserAdmin(UserAdmin):
             request=request,
         )
 
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for user in queryset:
+            _journal_deletion(request, user)
+        super().delete_queryset(request, queryset)
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> Any:
+        response = super().user_change_password(request, id, form_url)
+        user = self.get_object(request, id)
+        if (
+            user is not None and request.method == "POST" and response.status_code == 302
+        ):  # accepted
+            journal_append(
+                actor=request.user, action="user.password_change",
+                subject=f"user:{user.get_username().lower()}", request=request,
+            )  # fmt: skip
+        return response
+
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        journal_append(
-            actor=request.user,
-            action="user.delete",
-            subject=f"user:{obj.get_username().lower()}",
-            request=request,
-        )
+        _journal_deletion(request, obj)
         super().delete_model(request, obj)
+
+
+def _journal_deletion(request: HttpRequest, user: Any) -> None:
+    journal_append(
+        actor=request.user,
+        action="user.delete",
+        subject=f"user:{user.get_username().lower()}",
+        request=request,
+    )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -22,6 +22,8 @@ from types import ModuleType
 
 import psycopg
 
+from console.env import env_path
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATABASE_NAME = "tideline"
 # PostgreSQL refuses to run as root; as root we run it as this unprivileged user.
@@ -34,8 +36,7 @@ class EmbeddedServiceError(RuntimeError):
 
 
 def tideline_home() -> Path:
-    raw = os.environ.get("TIDELINE_HOME")
-    return Path(raw).expanduser().resolve() if raw else BASE_DIR / ".tideline"
+    return env_path("TIDELINE_HOME", default=BASE_DIR / ".tideline")
 
 
 def provide_services(*, allow_embedded: bool, home: Path | None = None) -> None:

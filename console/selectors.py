@@ -11,6 +11,7 @@ from console.models import ApiToken, IngestToken, JournalEntry
 from console.services import token_digest
 
 LOGIN_FAILED = "login.failed"
+LOGIN_THROTTLED = "login.throttled"
 
 
 def api_token_find(secret: str) -> ApiToken | None:
@@ -33,3 +34,11 @@ def login_is_throttled(*, username: str, remote_addr: str | None, now: datetime)
     # An address may serve a whole office behind NAT, so it gets more room than one account.
     by_address = Q(remote_addr=remote_addr) if remote_addr else Q(pk__in=[])
     return recent.filter(by_address).count() >= limit * 4
+
+
+def refusal_journaled(*, username: str, now: datetime) -> bool:
+    """Whether this account's throttling is already in the journal for the current window."""
+    since = now - timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS)
+    return JournalEntry.objects.filter(
+        action=LOGIN_THROTTLED, subject=f"user:{username.lower()}", at__gte=since
+    ).exists()

@@ -123,8 +123,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    "span-partitions-ahead": {
-        "task": "tracing.ingest.tasks.span_partitions_ensure_task",
+    "partitions-ahead": {
+        "task": "tracing.ingest.tasks.partitions_ensure_task",
         "schedule": 3600.0,
     },
 }

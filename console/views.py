@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -9,16 +10,18 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.models import User
+from django.core import signing
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from kombu import Connection
 
 from console import metrics
 from console.models import ApiToken, IngestToken
-from console.selectors import login_is_throttled
+from console.selectors import LOGIN_THROTTLED, login_is_throttled, refusal_journaled
 from console.services import (
     IssuedToken,
     api_token_create,
@@ -41,12 +44,14 @@ class LoginView(auth_views.LoginView):
         username = request.POST.get("username", "")[:150]
         remote_addr = request.META.get("REMOTE_ADDR")
         if login_is_throttled(username=username, remote_addr=remote_addr, now=timezone.now()):
-            journal_append(
-                actor=None,
-                action="login.throttled",
-                subject=f"user:{username.lower()}",
-                request=request,
-            )
+            # Journaled once per account and window: refused attempts must not grow the journal.
+            if not refusal_journaled(username=username, now=timezone.now()):
+                journal_append(
+                    actor=None,
+                    action=LOGIN_THROTTLED,
+                    subject=f"user:{username.lower()}",
+                    request=request,
+                )
             form = self.get_form()
             form.errors.clear()
             form.add_error(None, "Too many failed sign-ins. Wait a few minutes, then try again.")
@@ -89,18 +94,41 @@ class IngestTokenForm(forms.Form):
         return systems
 
 
-# A new secret travels to the next page view through the session and is popped there, so
-# the page that shows it is a GET: reloading it neither resubmits nor shows the secret again.
+# A new secret travels to the next page view in a signed, short-lived cookie that page
+# deletes, so the page showing it is a GET (reloading neither resubmits nor shows it again)
+# and the secret is never stored on the server, not even in a session row.
 _ISSUED = "tideline_issued_token"
+_ISSUED_SECONDS = 120
 
 
-def _remember_issued(request: HttpRequest, issued: IssuedToken, label: str) -> None:
-    request.session[_ISSUED] = {"secret": issued.secret, "label": label}
+def _issued_redirect(
+    request: HttpRequest, page: str, issued: IssuedToken, label: str
+) -> HttpResponse:
+    response = redirect(page)
+    sealed = signing.dumps(
+        {"secret": issued.secret, "label": label, "user": request.user.pk}, salt=_ISSUED
+    )
+    response.set_cookie(
+        _ISSUED, sealed, max_age=_ISSUED_SECONDS, path=reverse(page), httponly=True,
+        secure=settings.SESSION_COOKIE_SECURE, samesite="Strict",
+    )  # fmt: skip
+    return response
 
 
 def _token_page(request: HttpRequest, template: str, form: forms.Form, tokens: Any) -> HttpResponse:
-    context = {"form": form, "issued": request.session.pop(_ISSUED, None), "tokens": tokens}
-    return render(request, template, context, status=400 if form.errors else 200)
+    issued = None
+    with contextlib.suppress(signing.BadSignature):  # none, expired or forged: nothing to show
+        issued = signing.loads(
+            request.COOKIES.get(_ISSUED, ""), salt=_ISSUED, max_age=_ISSUED_SECONDS
+        )
+    if issued and issued.get("user") != request.user.pk:
+        issued = None
+    context = {"form": form, "issued": issued, "tokens": tokens}
+    response = render(request, template, context, status=400 if form.errors else 200)
+    if _ISSUED in request.COOKIES:
+        response.delete_cookie(_ISSUED, path=request.path)
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_http_methods(["GET", "POST"])
@@ -109,10 +137,8 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         assert isinstance(request.user, User)  # the access rules let only signed-in people here
         name = form.cleaned_data["name"]
-        _remember_issued(
-            request, api_token_create(user=request.user, name=name, request=request), name
-        )
-        return redirect("api-tokens")
+        issued = api_token_create(user=request.user, name=name, request=request)
+        return _issued_redirect(request, "api-tokens", issued, name)
     tokens = ApiToken.objects.filter(user=request.user.pk).order_by("-created_at")
     return _token_page(request, "console/api_tokens.html", form, tokens)
 
@@ -132,8 +158,7 @@ def ingest_tokens(request: HttpRequest) -> HttpResponse:
         issued = ingest_token_create(
             sender=sender, systems=form.cleaned_data["systems"], actor=request.user, request=request
         )
-        _remember_issued(request, issued, sender)
-        return redirect("ingest-tokens")
+        return _issued_redirect(request, "ingest-tokens", issued, sender)
     tokens = IngestToken.objects.order_by("sender", "-created_at")
     return _token_page(request, "console/ingest_tokens.html", form, tokens)
 

@@ -177,3 +177,32 @@ def test_a_role_is_given_in_the_admin(
 
     entry = JournalEntry.objects.get(action="user.change", subject="user:erin")
     assert entry.actor == "dana" and entry.details["roles"] == ["operator"]
+
+
+@pytest.mark.django_db
+def test_bulk_deleting_users_and_changing_a_password_are_journaled(client_as, make_user) -> None:
+    from console.models import JournalEntry
+
+    erin = make_user(Role.SUPPORT, username="erin")
+    frank = make_user(Role.SUPPORT, username="frank")
+    admin = client_as(Role.ADMIN)
+    changed = admin.post(
+        f"/admin/auth/user/{erin.pk}/password/",
+        {
+            "password1": "a brand new passphrase",
+            "password2": "a brand new passphrase",
+            "usable_password": "true",
+        },
+    )
+    assert changed.status_code == 302
+    deleted = admin.post(
+        "/admin/auth/user/",
+        {"action": "delete_selected", "_selected_action": [erin.pk, frank.pk], "post": "yes"},
+    )
+    assert deleted.status_code == 302
+    journal = set(JournalEntry.objects.filter(actor="dana").values_list("action", "subject"))
+    assert {
+        ("user.password_change", "user:erin"),
+        ("user.delete", "user:erin"),
+        ("user.delete", "user:frank"),
+    } <= journal

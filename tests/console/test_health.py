@@ -69,3 +69,11 @@ def test_each_request_is_one_json_line_without_secrets(client: Client, make_user
     assert logged["status"] == 200 and logged["path"] == "/api/v1/me"
     assert isinstance(logged["duration_ms"], float)
     assert secret not in line and "order-4711" not in line
+
+
+def test_behind_https_loopback_alone_does_not_open_metrics(client: Client, settings) -> None:
+    settings.TIDELINE_HTTPS = True  # a TLS proxy on this host makes every request loopback
+    response = client.get(
+        "/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_PROTO="https", secure=True
+    )
+    assert response.status_code == 401

@@ -70,3 +70,16 @@ def test_the_console_has_csrf_protection(make_user) -> None:
     make_user(Role.SUPPORT)
     strict = Client(enforce_csrf_checks=True)
     assert strict.post("/login/", {"username": "alice", "password": PASSWORD}).status_code == 403
+
+
+def test_refused_attempts_are_journaled_once_per_window(client: Client, make_user) -> None:
+    make_user(Role.SUPPORT)
+    with time_machine.travel("2026-11-20 09:00Z", tick=False):
+        for _ in range(5):
+            client.post("/login/", {"username": "alice", "password": "guess"})
+        for _ in range(10):
+            assert (
+                client.post("/login/", {"username": "alice", "password": "guess"}).status_code
+                == 429
+            )
+    assert JournalEntry.objects.filter(action="login.throttled").count() == 1

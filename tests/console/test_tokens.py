@@ -133,3 +133,14 @@ def test_tokens_of_the_wrong_kind_are_refused_with_a_reason(make_user) -> None:
 
     on_page = Client(HTTP_AUTHORIZATION=f"Bearer {ingest}").get("/")
     assert on_page.status_code == 302 and on_page["Location"].startswith("/login/")
+
+
+def test_a_new_secret_is_never_stored_on_the_server(client_as) -> None:
+    browser = client_as(Role.SUPPORT)
+    browser.post("/account/api-tokens/", {"name": "laptop"})  # the redirect is never followed
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT session_data FROM django_session")
+        sessions = [browser.session.decode(row[0]) for row in cursor.fetchall()]
+    secret = browser.get("/account/api-tokens/").context["issued"]["secret"]
+    assert secret.startswith("tlp_")
+    assert all(secret not in repr(session) for session in sessions)

@@ -118,3 +118,10 @@ def test_a_value_postgresql_cannot_store_is_a_400_not_a_retry(runtime: Client) -
     assert response.status_code == 400
     assert "cannot be stored" in response.json()["detail"]
     assert not DeadLetter.objects.exists()
+
+
+def test_a_retried_dead_letter_without_a_failure_time_is_a_duplicate(runtime: Client) -> None:
+    letter = a_dead_letter(last_failed_at=None, first_failed_at=None)
+    assert post(runtime, letter).json() == {"created": 1, "reopened": 0, "duplicates": 0}
+    assert post(runtime, letter).json() == {"created": 0, "reopened": 0, "duplicates": 1}
+    assert DeadLetter.objects.get().version == 1

@@ -324,3 +324,20 @@ def test_json_enums_may_come_as_integers_or_names(live_server: Any, sender: str)
         bad.status_code == 400
         and "'SPAN_KIND_SIDEWAYS' is not a value of SpanKind" in bad.json()["message"]
     )
+
+
+def test_impossible_times_are_refused_not_a_server_error(live_server: Any, sender: str) -> None:
+    too_late = post(
+        live_server, sender, otlp_json([a_span(startTimeUnixNano="99999999999999999999999")])
+    )
+    assert too_late.status_code == 400 and "startTimeUnixNano" in too_late.json()["message"]
+    export = ExportTraceServiceRequest()
+    span = export.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = bytes.fromhex(TRACE_ID), b"\x01" * 8, "endless"
+    span.start_time_unix_nano = int(datetime.now(UTC).timestamp() * 1e9)
+    span.end_time_unix_nano = 2**64 - 1  # fixed64 allows it; no duration column does
+    endless = post(live_server, sender, export.SerializeToString(), "application/x-protobuf")
+    assert endless.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(endless.content)
+    assert "lasting longer than a duration can be stored" in answer.partial_success.error_message
+    assert span_count() == 0

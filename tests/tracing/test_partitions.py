@@ -35,5 +35,5 @@ def test_partitions_are_created_a_week_ahead_of_now() -> None:
 def test_beat_runs_the_partition_task() -> None:
     app.loader.import_default_modules()  # what a worker does at start: autodiscover tasks
     schedule = {entry["task"] for entry in app.conf.beat_schedule.values()}
-    assert "tracing.ingest.tasks.span_partitions_ensure_task" in schedule
-    assert "tracing.ingest.tasks.span_partitions_ensure_task" in app.tasks
+    assert "tracing.ingest.tasks.partitions_ensure_task" in schedule
+    assert "tracing.ingest.tasks.partitions_ensure_task" in app.tasks

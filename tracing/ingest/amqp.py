@@ -23,7 +23,6 @@ from typing import Any
 from amqp.basic_message import Message
 from django.db import (
     DataError,
-    IntegrityError,
     InterfaceError,
     OperationalError,
     close_old_connections,
@@ -399,9 +398,7 @@ class DeadLetterConsumer:
                 stored = dead_letters_store(
                     rows=rows, sender=self.options.sender, source=SOURCE, received_at=received_at
                 )
-            # IntegrityError: another consumer stored the same message a moment earlier;
-            # the retry finds its row.
-            except (OperationalError, InterfaceError, IntegrityError) as error:
+            except (OperationalError, InterfaceError) as error:
                 delay = next(delays)
                 log.warning(
                     "dead letters: cannot store; nothing acked, retrying",

@@ -9,6 +9,7 @@ removed at the end.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -34,7 +35,7 @@ from console.servers import web_server_command
 from console.services import ingest_token_create
 from tracing.ingest.otlp import decode_protobuf, span_batch
 from tracing.ingest.partitions import stored_range
-from tracing.ingest.services import _JSON_COLUMNS, _RESOURCE, SPAN_COLUMNS
+from tracing.ingest.services import SPAN_COLUMNS, copy_rows, span_copy_row
 
 SPANS_PER_REQUEST = 512
 RECORDS_PER_REQUEST = 500
@@ -94,14 +95,8 @@ def _otlp_json(export: ExportTraceServiceRequest) -> bytes:
         for scope_spans in resource_spans["scopeSpans"]:
             for span in scope_spans["spans"]:
                 for key in ("traceId", "spanId"):
-                    span[key] = bytes.fromhex(_b64_to_hex(span[key])).hex()
+                    span[key] = base64.b64decode(span[key]).hex()  # OTLP JSON IDs are hex
     return json.dumps(document).encode()
-
-
-def _b64_to_hex(value: str) -> str:
-    import base64
-
-    return base64.b64decode(value).hex()
 
 
 def _records(run: str, index: int) -> bytes:
@@ -126,7 +121,6 @@ def floor_spans_per_second(bodies: list[bytes], *, sender: str) -> float:
         cursor.execute(
             "CREATE TEMP TABLE bench_floor (LIKE ingest_span INCLUDING ALL) ON COMMIT DROP"
         )
-        columns = ", ".join(SPAN_COLUMNS)
         for body in bodies:
             batch = span_batch(
                 decode_protobuf(body),
@@ -134,13 +128,11 @@ def floor_spans_per_second(bodies: list[bytes], *, sender: str) -> float:
                 received_at=datetime.now(UTC),
                 stored_range=stored_range(),
             )
-            with cursor.cursor.copy(f"COPY bench_floor ({columns}) FROM STDIN") as copy:
-                for row in batch.rows:
-                    row[_RESOURCE] = 0
-                    for column in _JSON_COLUMNS:
-                        row[column] = json.dumps(row[column])
-                    copy.write_row(row)
-            spans += len(batch.rows)
+            # The same row encoding as ingest itself (services.span_copy_row), resource ids aside.
+            resource_ids = dict.fromkeys(batch.resources, 0)
+            rows = [span_copy_row(row, resource_ids) for row in batch.rows]
+            copy_rows(cursor, "bench_floor", SPAN_COLUMNS, rows)
+            spans += len(rows)
     return spans / (time.perf_counter() - started)
 
 

@@ -5,8 +5,6 @@ A batch is validated whole before anything is stored, like audit records.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +13,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from console.models import IngestToken
-from tracing.ingest.records import Name, Problem, RecordsInvalid, Text, field_and_message
+from tracing.ingest.records import (
+    Name,
+    Problem,
+    RecordsInvalid,
+    Text,
+    field_and_message,
+    payload_bytes,
+)
 
 Moment = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -61,8 +66,10 @@ class DeadLetterRow:
     @property
     def death_id(self) -> str:
         """The same death reported twice (a retried request, a redelivered message) has one ID."""
+        # Without a time from the sender, last_failed_at is when Tideline received it, which
+        # differs on every retry: then the death is known by the rest alone.
         parts = [
-            self.last_failed_at.isoformat(),
+            self.letter.last_failed_at.isoformat() if self.letter.last_failed_at else "",
             str(self.letter.attempts),
             self.letter.error,
             self.payload_digest.hex(),
@@ -103,15 +110,10 @@ def dead_letter_row(
         raise _Invalid(
             "system", f"This ingest token may not send dead letters for system {letter.system!r}."
         )
-    if letter.payload_encoding == "base64":
-        try:
-            payload = base64.b64decode(letter.payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise _Invalid(
-                "payload", "payload_encoding is base64 but payload is not valid base64."
-            ) from None
-    else:
-        payload = letter.payload.encode()
+    try:
+        payload = payload_bytes(letter.payload, letter.payload_encoding)
+    except ValueError as error:
+        raise _Invalid("payload", str(error)) from None
     last = letter.last_failed_at or received_at
     return DeadLetterRow(
         position=position,

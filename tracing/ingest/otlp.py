@@ -159,6 +159,8 @@ def _span_problem(span: Message, stored_range: tuple[datetime, datetime] | None)
         return "with a parent_span_id that is not 8 bytes"
     if span.end_time_unix_nano < span.start_time_unix_nano:
         return "ending before they start"
+    if span.end_time_unix_nano - span.start_time_unix_nano >= 2**63:
+        return "lasting longer than a duration can be stored"
     start = _time(span.start_time_unix_nano)
     if stored_range is None or not stored_range[0] <= start < stored_range[1]:
         window = (

@@ -7,13 +7,17 @@ snake_case names, so `otlp.span_batch` reads them exactly as it reads protobuf m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as OtlpStatus
 
 from tracing.ingest.otlp import OtlpDecodeError
+
+# Nanoseconds since 1970 (fixed64 in the protobuf; int64 here, which reaches 2262): a JSON
+# number outside is refused at decoding instead of overflowing later.
+UnixNano = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 class Struct(msgspec.Struct, rename="camel", kw_only=True):
@@ -66,7 +70,7 @@ class Status(Struct):
 
 
 class Event(Struct):
-    time_unix_nano: int = 0
+    time_unix_nano: UnixNano = 0
     name: str = ""
     attributes: list[KeyValue] = []
 
@@ -84,8 +88,8 @@ class Span(Struct):
     parent_span_id: Any = b""
     name: str = ""
     kind: int | str = 0  # the spec says integers; some exporters send the enum's name
-    start_time_unix_nano: int = 0
-    end_time_unix_nano: int = 0
+    start_time_unix_nano: UnixNano = 0
+    end_time_unix_nano: UnixNano = 0
     attributes: list[KeyValue] = []
     events: list[Event] = []
     links: list[Link] = []

@@ -29,7 +29,7 @@ EVENTS = (
     "replayed",
 )
 JSON_ARRAY = "application/json"
-JSON_LINES = ("application/x-ndjson", "application/jsonl", "application/json-seq")
+JSON_LINES = ("application/x-ndjson", "application/jsonl")
 CLOUDEVENT = "application/cloudevents+json"
 CLOUDEVENT_BATCH = "application/cloudevents-batch+json"
 CONTENT_TYPES = (JSON_ARRAY, *JSON_LINES, CLOUDEVENT, CLOUDEVENT_BATCH)
@@ -199,17 +199,23 @@ def field_and_message(error: str) -> tuple[str, str]:
     return field, message
 
 
+def payload_bytes(payload: str, encoding: str) -> bytes:
+    """A payload as sent in JSON: text, or base64 for binary. ValueError when it is not."""
+    if encoding != "base64":
+        return payload.encode()
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("payload_encoding is base64 but payload is not valid base64.") from None
+
+
 def _payload_bytes(record: RecordIn) -> bytes | None:
     if record.payload is None:
         return None
-    if record.payload_encoding == "base64":
-        try:
-            return base64.b64decode(record.payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise _Invalid(
-                "payload", "payload_encoding is base64 but payload is not valid base64."
-            ) from None
-    return record.payload.encode()
+    try:
+        return payload_bytes(record.payload, record.payload_encoding)
+    except ValueError as error:
+        raise _Invalid("payload", str(error)) from None
 
 
 def _from_cloudevent(document: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from psycopg.errors import UniqueViolation
 
 from tracing.ingest.dead_letters import DeadLetterRow
@@ -106,6 +106,14 @@ def _spans_store_skipping_known(cursor: Any, rows: list[list[Any]]) -> StoredSpa
     return StoredSpans(accepted=accepted, duplicates=len(rows) - accepted)
 
 
+def _resource_ids_remember(found: dict[bytes, int]) -> None:
+    # Resources with a per-process attribute (service.instance.id) are new after every
+    # restart of a sender; forget everything now and then rather than grow without end.
+    if len(_resource_ids) > 10_000:
+        _resource_ids.clear()
+    _resource_ids.update(found)
+
+
 def _statement_timeout() -> None:
     """Inside the ingest transaction: a stalled database answers 503 instead of hanging."""
     with connection.cursor() as cursor:
@@ -139,7 +147,7 @@ def _resources_upsert(cursor: Any, batch: SpanBatch) -> dict[bytes, int]:
         found = {bytes(digest): resource_id for digest, resource_id in cursor.fetchall()}
         ids.update(found)
         # Remember them only once committed: a rolled-back insert must not leave an id behind.
-        transaction.on_commit(lambda: _resource_ids.update(found))
+        transaction.on_commit(lambda: _resource_ids_remember(found))
     return ids
 
 
@@ -270,9 +278,16 @@ def dead_letters_store(
         for row in rows:
             letter = known.get(row.message_key)
             if letter is None:
-                known[row.message_key] = _dead_letter_create(row, sender, source, received_at)
-                created += 1
-            elif any(death["death_id"] == row.death_id for death in letter.history):
+                letter = _dead_letter_create(row, sender, source, received_at)
+                if letter is not None:
+                    known[row.message_key] = letter
+                    created += 1
+                    continue
+                # Another request stored this message a moment ago: take its row as known.
+                letter = known[row.message_key] = DeadLetter.objects.select_for_update().get(
+                    sender=sender, message_key=row.message_key
+                )
+            if any(death["death_id"] == row.death_id for death in letter.history):
                 duplicates += 1
             else:
                 _dead_letter_reopen(letter, row, source, received_at)
@@ -295,9 +310,24 @@ def _death(row: DeadLetterRow, source: str, received_at: datetime) -> dict[str, 
 
 def _dead_letter_create(
     row: DeadLetterRow, sender: str, source: str, received_at: datetime
+) -> DeadLetter | None:
+    """The new dead letter, or None when a concurrent request created it first."""
+    letter = row.letter
+    try:
+        with transaction.atomic():  # a savepoint: losing the race must not abort the batch
+            dead_letter = _dead_letter_insert(row, sender, source, received_at)
+    except IntegrityError:
+        return None
+    if letter.correlation_id:
+        FlowTouch.objects.create(correlation_id=letter.correlation_id)
+    return dead_letter
+
+
+def _dead_letter_insert(
+    row: DeadLetterRow, sender: str, source: str, received_at: datetime
 ) -> DeadLetter:
     letter = row.letter
-    dead_letter = DeadLetter.objects.create(
+    return DeadLetter.objects.create(
         sender=sender, message_key=row.message_key, message_id=letter.message_id or "",
         correlation_id=letter.correlation_id, system=letter.system, transport=letter.transport,
         destination=row.destination, headers=letter.headers, properties=letter.properties, payload=row.payload, payload_digest=row.payload_digest,
@@ -305,9 +335,6 @@ def _dead_letter_create(
         first_failed_at=row.first_failed_at, last_failed_at=row.last_failed_at,
         history=[_death(row, source, received_at)],
     )  # fmt: skip
-    if letter.correlation_id:
-        FlowTouch.objects.create(correlation_id=letter.correlation_id)
-    return dead_letter
 
 
 def _dead_letter_reopen(

@@ -7,6 +7,6 @@ from tracing.ingest.partitions import partitions_ensure_all
 
 
 @shared_task
-def span_partitions_ensure_task() -> list[str]:
+def partitions_ensure_task() -> list[str]:
     """Keep daily span and record partitions a week ahead (safe to run any number of times)."""
     return partitions_ensure_all(now=timezone.now())
