@@ -32,6 +32,15 @@ def token_digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def system_names(listed: str) -> list[str]:
+    """'ERP, WMS' → ['ERP', 'WMS']; ValueError naming the first entry that is not a system name."""
+    systems = [item.strip() for item in listed.split(",") if item.strip()]
+    for system in systems:
+        if len(system) > 50 or not system.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"{system!r} is not a system name (letters, digits, - and _).")
+    return systems
+
+
 def _new_secret(kind: str) -> str:
     return kind + secrets.token_urlsafe(32)
 

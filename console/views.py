@@ -29,6 +29,7 @@ from console.services import (
     ingest_token_create,
     ingest_token_revoke,
     journal_append,
+    system_names,
 )
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,10 @@ class IngestTokenForm(forms.Form):
     )
 
     def clean_systems(self) -> list[str]:
-        systems = [item.strip() for item in self.cleaned_data["systems"].split(",") if item.strip()]
-        for system in systems:
-            if len(system) > 50 or not system.replace("-", "").replace("_", "").isalnum():
-                raise forms.ValidationError(
-                    f"{system!r} is not a system name (letters, digits, - and _)."
-                )
-        return systems
+        try:
+            return system_names(self.cleaned_data["systems"])
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
 
 
 # A new secret travels to the next page view in a signed, short-lived cookie that page

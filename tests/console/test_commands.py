@@ -67,3 +67,9 @@ def test_ingest_token_create_and_revoke() -> None:
 def test_api_token_for_nobody_is_refused() -> None:
     with pytest.raises(CommandError, match="No active user named 'nobody'"):
         run("api_token", "create", "--user", "nobody")
+
+
+def test_ingest_token_create_refuses_what_the_form_refuses() -> None:
+    with pytest.raises(CommandError, match="'<script>' is not a system name"):
+        run("ingest_token", "create", "--sender", "runtime-prod", "--systems", "ERP,<script>")
+    assert not IngestToken.objects.exists()

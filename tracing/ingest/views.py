@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 import psycopg
 from django.db import DataError, InterfaceError, OperationalError
@@ -26,6 +28,8 @@ from tracing.ingest.records import CONTENT_TYPES, RecordsInvalid, json_decode, r
 from tracing.ingest.services import RecordsConflict, dead_letters_store, records_store, spans_store
 
 log = logging.getLogger(__name__)
+View = Callable[[HttpRequest], HttpResponse]
+Refuse = Callable[[HttpRequest, int, str, str], HttpResponse]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -79,31 +83,49 @@ def _otlp_error(
     )
 
 
-@csrf_exempt
-@require_POST
+def ingest_endpoint(stream: str, what: str, refuse: Refuse) -> Callable[[View], View]:
+    """What every ingest view shares: POST only, no CSRF (senders are not browsers), its
+    latency measured, and database trouble answered in the stream's own error shape."""
+
+    def decorate(handle: View) -> View:
+        @csrf_exempt
+        @require_POST
+        @functools.wraps(handle)
+        def view(request: HttpRequest) -> HttpResponse:
+            started = time.perf_counter()
+            try:
+                return handle(request)
+            except UNSTORABLE as error:
+                return refuse(request, 400, _unstorable(error), "unstorable")
+            except UNAVAILABLE as error:
+                _log_unavailable(error)
+                return refuse(
+                    request,
+                    503,
+                    f"Tideline cannot store {what} right now; retry shortly.",
+                    "unavailable",
+                )
+            finally:
+                metrics.LATENCY.labels(stream).observe(time.perf_counter() - started)
+
+        return view
+
+    return decorate
+
+
+def _otlp_content_type(request: HttpRequest) -> str:
+    """Answer in the request's encoding; protobuf when it has none we speak."""
+    return request.content_type if request.content_type in (PROTOBUF, JSON) else PROTOBUF
+
+
+def _otlp_refuse(request: HttpRequest, status: int, detail: str, cause: str) -> HttpResponse:
+    return _otlp_error(status, detail, _otlp_content_type(request), cause=cause)
+
+
+@ingest_endpoint("traces", "spans", _otlp_refuse)
 def otlp_traces(request: HttpRequest) -> HttpResponse:
     """OTLP/HTTP ExportTraceServiceRequest, protobuf or JSON, optionally gzip."""
-    started = time.perf_counter()
-    try:
-        return _otlp_traces(request)
-    except UNSTORABLE as error:
-        content_type = request.content_type if request.content_type == JSON else PROTOBUF
-        return _otlp_error(400, _unstorable(error), content_type, cause="unstorable")
-    except UNAVAILABLE as error:
-        _log_unavailable(error)
-        content_type = request.content_type if request.content_type == JSON else PROTOBUF
-        return _otlp_error(
-            503,
-            "Tideline cannot store spans right now; retry shortly.",
-            content_type,
-            cause="unavailable",
-        )
-    finally:
-        metrics.LATENCY.labels("traces").observe(time.perf_counter() - started)
-
-
-def _otlp_traces(request: HttpRequest) -> HttpResponse:
-    content_type = request.content_type if request.content_type in (PROTOBUF, JSON) else PROTOBUF
+    content_type = _otlp_content_type(request)
     try:
         token = ingest_token_from(request)
     except IngestAuthError as refusal:
@@ -142,24 +164,16 @@ def _refusal(
     return response
 
 
-@csrf_exempt
-@require_POST
+def _json_refuse(stream: str) -> Refuse:
+    def refuse(request: HttpRequest, status: int, detail: str, cause: str) -> HttpResponse:
+        return _refusal(status, detail, stream=stream, sender="", cause=cause)
+
+    return refuse
+
+
+@ingest_endpoint("records", "records", _json_refuse("records"))
 def audit_records(request: HttpRequest) -> HttpResponse:
     """Audit records: a JSON array, JSON Lines or CloudEvents; a batch is all-or-nothing."""
-    started = time.perf_counter()
-    try:
-        return _audit_records(request)
-    except UNSTORABLE as error:
-        return _refusal(400, _unstorable(error), stream="records", sender="", cause="unstorable")
-    except UNAVAILABLE as error:
-        _log_unavailable(error)
-        detail = "Tideline cannot store records right now; retry shortly."
-        return _refusal(503, detail, stream="records", sender="", cause="unavailable")
-    finally:
-        metrics.LATENCY.labels("records").observe(time.perf_counter() - started)
-
-
-def _audit_records(request: HttpRequest) -> HttpResponse:
     try:
         token = ingest_token_from(request)
     except IngestAuthError as refusal:
@@ -205,26 +219,9 @@ def _audit_records(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"accepted": stored.accepted, "duplicates": stored.duplicates})
 
 
-@csrf_exempt
-@require_POST
+@ingest_endpoint("dead_letters", "dead letters", _json_refuse("dead_letters"))
 def dead_letters(request: HttpRequest) -> HttpResponse:
     """Dead letters: one JSON object or an array; a batch is all-or-nothing."""
-    started = time.perf_counter()
-    try:
-        return _dead_letters(request)
-    except UNSTORABLE as error:
-        return _refusal(
-            400, _unstorable(error), stream="dead_letters", sender="", cause="unstorable"
-        )
-    except UNAVAILABLE as error:
-        _log_unavailable(error)
-        detail = "Tideline cannot store dead letters right now; retry shortly."
-        return _refusal(503, detail, stream="dead_letters", sender="", cause="unavailable")
-    finally:
-        metrics.LATENCY.labels("dead_letters").observe(time.perf_counter() - started)
-
-
-def _dead_letters(request: HttpRequest) -> HttpResponse:
     try:
         token = ingest_token_from(request)
     except IngestAuthError as refusal:

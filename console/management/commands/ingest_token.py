@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from console.models import IngestToken
-from console.services import ingest_token_create, ingest_token_revoke
+from console.services import ingest_token_create, ingest_token_revoke, system_names
 
 
 class Command(BaseCommand):
@@ -30,7 +30,10 @@ class Command(BaseCommand):
         sender = options["sender"].strip()
         if not sender:
             raise CommandError("--sender must name who sends, e.g. runtime-prod.")
-        systems = [item.strip() for item in options["systems"].split(",") if item.strip()]
+        try:
+            systems = system_names(options["systems"])
+        except ValueError as error:
+            raise CommandError(f"--systems: {error}") from None
         issued = ingest_token_create(sender=sender, systems=systems, actor="manage.py")
         self.stderr.write(
             f"Ingest token {issued.token.prefix}… for sender {sender}; shown only now:"
