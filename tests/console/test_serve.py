@@ -5,23 +5,16 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import httpx
 import psutil
 
+from tests.processes import free_port, wait_until_ready
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def try_out_environment(home: Path) -> dict[str, str]:
@@ -31,20 +24,6 @@ def try_out_environment(home: Path) -> dict[str, str]:
         if key not in {"DATABASE_URL", "REDIS_URL", "TIDELINE_EMBEDDED"}
     }
     return {**env, "TIDELINE_HOME": str(home)}
-
-
-def wait_until_ready(url: str, server: subprocess.Popen[str], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "serve exited before it was ready"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} not ready within {seconds:.0f} s")
 
 
 def start_serve(home: Path, port: int) -> subprocess.Popen[str]:

@@ -20,7 +20,6 @@ import sys
 import textwrap
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
 from console.services import ingest_token_create
+from tests.processes import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SPANS_PER_ORDER = 5
@@ -78,12 +78,6 @@ EXPORTER = textwrap.dedent(
     provider.shutdown()
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _close(sock: socket.socket) -> None:
@@ -205,20 +199,6 @@ class TidelineWeb:
             if entry.get("logger") == "tideline.request" and entry.get("path") == path:
                 statuses.append(int(entry["status"]))
         return statuses
-
-
-def wait_until_ready(url: str, server: subprocess.Popen[bytes], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "gunicorn exited before it was ready"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready within {seconds:.0f} s")
 
 
 @pytest.fixture
