@@ -74,6 +74,7 @@ URL_RULES: dict[str, Rule] = {
     "otlp-traces": Open.INGEST,
     "ingest-records": Open.INGEST,
     "ingest-dead-letters": Open.INGEST,
+    "api-flow-definitions": Capability.VIEW,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 

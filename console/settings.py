@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "template_partials",
     "console",
     "tracing.ingest",
+    "tracing.flows",
 ]
 
 MIDDLEWARE = [

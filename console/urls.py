@@ -32,6 +32,7 @@ urlpatterns = [
     path("api/v1/me", api.MeView.as_view(), name="api-me"),
     path("admin/", admin.site.urls),
     path("", include("tracing.ingest.urls")),
+    path("", include("tracing.flows.urls")),
 ]
 
 handler400 = "console.errors.bad_request"
