@@ -128,6 +128,23 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "tracing.ingest.tasks.partitions_ensure_task",
         "schedule": 3600.0,
     },
+    # The summarizer drains what ingest marked; a run that could not start within its
+    # interval is dropped rather than queued behind the next one.
+    "flows-summarize": {
+        "task": "tracing.flows.tasks.flows_summarize_task",
+        "schedule": 1.0,
+        "options": {"expires": 2.0},
+    },
+    "flows-stalled": {
+        "task": "tracing.flows.tasks.flows_stalled_task",
+        "schedule": 15.0,
+        "options": {"expires": 15.0},
+    },
+    "flows-missing": {
+        "task": "tracing.flows.tasks.flows_missing_task",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
 }
 
 AUTHENTICATION_BACKENDS = [

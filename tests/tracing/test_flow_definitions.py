@@ -51,6 +51,7 @@ def test_the_running_example_imports(tmp_path: Path) -> None:
         "at_least": 20,
         "at_most": None,
         "per_seconds": 3600,
+        "noun": "orders",
         "calendar": "weekdays",
     }
     stock_sync = FlowDefinition.objects.get(name="stock-sync")

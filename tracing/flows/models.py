@@ -6,6 +6,7 @@ Editing a definition makes a new version; instances keep the version they starte
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Now
 
@@ -113,3 +114,158 @@ class FlowStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.definition.name}: {self.title}"
+
+
+class FlowInstance(models.Model):
+    """The flow summary: one row per correlation ID, kept current by the summarizer.
+
+    Pages, search and the dashboard read only this table (and the flow's own facts);
+    nothing recomputes a status from raw spans on a page view.
+    """
+
+    class Status(models.TextChoices):
+        COMPLETED = "completed"
+        IN_PROGRESS = "in_progress"
+        STALLED = "stalled"
+        FAILED = "failed"
+        PARTIAL = "partial"
+
+    correlation_id = models.TextField(unique=True)
+    # The version the instance started under; later edits of the definition do not move it.
+    definition = models.ForeignKey(
+        FlowDefinition, on_delete=models.PROTECT, null=True, related_name="instances"
+    )
+    status = models.CharField(max_length=12, choices=Status.choices)
+    started_at = models.DateTimeField()
+    last_activity_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True)
+    # The step it stopped at (failed, overdue or expected next), and the last step done.
+    stopped_at = models.CharField(max_length=100, blank=True)
+    last_step = models.CharField(max_length=100, blank=True)
+    sentence = models.TextField()
+    # When the earliest pending step falls due: beat turns in_progress into stalled then.
+    due_at = models.DateTimeField(null=True)
+    # {step key: {"state", "count", "first_at", "last_at", "due_at", "late", "backwards"}}
+    steps = models.JSONField(default=dict)
+    steps_done = ArrayField(models.CharField(max_length=100), default=list)
+    systems = ArrayField(models.CharField(max_length=50), default=list)
+    deadline_missed = models.BooleanField(default=False)
+    span_count = models.IntegerField(default=0)
+    record_count = models.IntegerField(default=0)
+    dead_letter_count = models.IntegerField(default=0)
+    trace_count = models.IntegerField(default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "last_activity_at"], name="flow_status_activity"),
+            models.Index(fields=["definition", "started_at"], name="flow_definition_started"),
+            models.Index(fields=["-last_activity_at"], name="flow_last_activity"),
+            models.Index(
+                fields=["due_at"],
+                condition=models.Q(status="in_progress"),
+                name="flow_due",
+            ),
+            GinIndex(fields=["systems"], name="flow_systems"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.correlation_id} ({self.status})"
+
+
+class FlowTrace(models.Model):
+    """A trace belongs to a flow: through a correlated span, an audit record or a span link.
+
+    Many-to-many on purpose: a nightly batch trace carrying 500 orders belongs to 500 flows.
+    """
+
+    class Via(models.TextChoices):
+        CORRELATED = "correlated"  # a span of the trace carries the correlation ID
+        RECORD = "record"  # an audit record of the flow names the trace
+        LINK = "link"  # a span link joins it to a trace of the flow (an async hop)
+        MESSAGE = "message"  # a span carries the message ID of one of the flow's records
+
+    pk = models.CompositePrimaryKey("correlation_id", "trace_id")
+    correlation_id = models.TextField()
+    trace_id = models.BinaryField(max_length=16)
+    via = models.CharField(max_length=10, choices=Via.choices)
+    joined_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        indexes = [models.Index(fields=["trace_id"], name="flow_trace_trace")]
+
+    def __str__(self) -> str:
+        return f"{self.correlation_id} ∋ {bytes(self.trace_id).hex()}"
+
+
+class SpanLink(models.Model):
+    """A link between two traces, remembered in both directions as the summarizer meets it.
+
+    Spans keep their links in JSON; this table lets a trace that arrives after the span
+    that links to it find that span without an index on every span's links.
+    """
+
+    pk = models.CompositePrimaryKey("trace_id", "linked_trace_id")
+    trace_id = models.BinaryField(max_length=16)
+    linked_trace_id = models.BinaryField(max_length=16)
+
+    class Meta:
+        indexes = [models.Index(fields=["linked_trace_id"], name="span_link_linked")]
+
+    def __str__(self) -> str:
+        return f"{bytes(self.trace_id).hex()} → {bytes(self.linked_trace_id).hex()}"
+
+
+class FlowKey(models.Model):
+    """A business key (order, shipment, invoice, batch number) that finds a flow."""
+
+    pk = models.CompositePrimaryKey("value", "name", "correlation_id")
+    value = models.TextField()
+    name = models.TextField()
+    correlation_id = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["correlation_id"], name="flow_key_flow")]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"
+
+
+class Missing(models.Model):
+    """An expected event that did not come: a scheduled run, or a window's volume.
+
+    A scheduled flow has at most one open row, updated as more runs are missed and closed
+    when a run arrives; a volume shortfall is one row per window.
+    """
+
+    class Kind(models.TextChoices):
+        SCHEDULE = "schedule"
+        VOLUME = "volume"
+
+    definition = models.ForeignKey(FlowDefinition, on_delete=models.PROTECT, related_name="+")
+    definition_name = models.SlugField(max_length=100)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    window_start = models.DateTimeField()  # schedule: the last run seen; volume: the window
+    window_end = models.DateTimeField(null=True)
+    overdue_since = models.DateTimeField()
+    count = models.IntegerField()  # runs missed, or instances seen in the window
+    sentence = models.TextField()
+    raised_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["definition_name"],
+                condition=models.Q(kind="schedule", cleared_at=None),
+                name="missing_one_open_schedule",
+            ),
+            models.UniqueConstraint(
+                fields=["definition_name", "window_start"],
+                condition=models.Q(kind="volume"),
+                name="missing_volume_window",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.sentence

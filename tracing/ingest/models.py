@@ -65,6 +65,9 @@ class FlowTouch(models.Model):
 
     trace_id = models.BinaryField(max_length=16, null=True)
     correlation_id = models.TextField(null=True)  # noqa: DJ001 - NULL: none; partial indexes skip it
+    # Only for a record or dead letter with neither correlation nor trace: its message may
+    # still join a flow through a span that carries the same message ID.
+    message_id = models.TextField(null=True)  # noqa: DJ001
     touched_at = models.DateTimeField(db_default=Now())
 
     def __str__(self) -> str:
@@ -194,6 +197,7 @@ class DeadLetter(models.Model):
         ]
         indexes = [
             models.Index(fields=["correlation_id"], name="dead_letter_correlation"),
+            models.Index(fields=["message_id"], name="dead_letter_message"),
             models.Index(
                 fields=["system", "state", "last_failed_at"], name="dead_letter_system_state"
             ),

@@ -160,6 +160,7 @@ RECORD_COLUMNS = (
 
 _RECORD_TRACE = RECORD_COLUMNS.index("trace_id")
 _RECORD_CORRELATION = RECORD_COLUMNS.index("correlation_id")
+_RECORD_MESSAGE = RECORD_COLUMNS.index("message_id")
 
 
 @dataclass(frozen=True)
@@ -232,8 +233,15 @@ def _records_copy(
     """COPY straight into the record table: the key table has already kept out duplicates."""
     values = [_record_values(row, sender, body_digest, received_at) for row in rows]
     copy_rows(cursor, "ingest_record", RECORD_COLUMNS, values)
-    touched = {(value[_RECORD_TRACE], value[_RECORD_CORRELATION]) for value in values}
-    copy_rows(cursor, "ingest_flowtouch", ("trace_id", "correlation_id"), touched)
+    touched = {_record_touch(value) for value in values}
+    copy_rows(cursor, "ingest_flowtouch", ("trace_id", "correlation_id", "message_id"), touched)
+
+
+def _record_touch(value: list[Any]) -> tuple[bytes | None, str | None, str | None]:
+    trace_id, correlation_id = value[_RECORD_TRACE], value[_RECORD_CORRELATION]
+    # With neither, only the message ID can join the record to a flow.
+    message_id = value[_RECORD_MESSAGE] if trace_id is None and correlation_id is None else None
+    return trace_id, correlation_id, message_id
 
 
 def _record_values(
@@ -312,14 +320,12 @@ def _dead_letter_create(
     row: DeadLetterRow, sender: str, source: str, received_at: datetime
 ) -> DeadLetter | None:
     """The new dead letter, or None when a concurrent request created it first."""
-    letter = row.letter
     try:
         with transaction.atomic():  # a savepoint: losing the race must not abort the batch
             dead_letter = _dead_letter_insert(row, sender, source, received_at)
     except IntegrityError:
         return None
-    if letter.correlation_id:
-        FlowTouch.objects.create(correlation_id=letter.correlation_id)
+    _dead_letter_touch(dead_letter)
     return dead_letter
 
 
@@ -350,5 +356,11 @@ def _dead_letter_reopen(
     dead_letter.version += 1
     dead_letter.updated_at = received_at
     dead_letter.save()
+    _dead_letter_touch(dead_letter)
+
+
+def _dead_letter_touch(dead_letter: DeadLetter) -> None:
     if dead_letter.correlation_id:
         FlowTouch.objects.create(correlation_id=dead_letter.correlation_id)
+    elif dead_letter.message_id:
+        FlowTouch.objects.create(message_id=dead_letter.message_id)

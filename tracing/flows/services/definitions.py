@@ -207,6 +207,8 @@ def _volume_check(
         "at_most": volume.get("at_most"),
         "per_seconds": per,
         "calendar": calendar,
+        # What the sentence calls the instances: "ERP sent 0 orders between 09:00 and 10:00".
+        "noun": str(volume["noun"]) if volume.get("noun") else None,
     }
 
 
@@ -330,6 +332,7 @@ def _flow_document(definition: FlowDefinition) -> dict[str, Any]:
         document["volume"] = {key: value for key, value in (
             ("at_least", volume["at_least"]), ("at_most", volume["at_most"]),
             ("per", _duration_text(volume["per_seconds"])), ("calendar", volume["calendar"]),
+            ("noun", volume.get("noun")),
         ) if value is not None}  # fmt: skip
     document["steps"] = [_step_document(step) for step in definition.steps.select_related("system")]
     return document

@@ -1,0 +1,222 @@
+"""The running example through the real ingest endpoints: stitching, status and "stopped at"."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+
+from tests.tracing.seafood import Runtime, definitions_load, new_span_id, new_trace
+from tracing.flows.models import FlowInstance, FlowKey, FlowTrace
+from tracing.flows.selectors import flows_facts
+from tracing.flows.services.summary import flows_mark_stalled, flows_summarize
+
+pytestmark = pytest.mark.django_db
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
+T0 = NOW - timedelta(hours=6)
+
+
+@pytest.fixture
+def runtime() -> Runtime:
+    definitions_load()
+    return Runtime.connected()
+
+
+def flow(correlation_id: str) -> FlowInstance:
+    return FlowInstance.objects.select_related("definition").get(correlation_id=correlation_id)
+
+
+def test_a_dead_lettered_certificate_fails_the_order_at_certificate_approved(
+    runtime: Runtime,
+) -> None:
+    runtime.order("4711", T0, until="production.notify")
+    runtime.send()
+    runtime.dead_letter("QMS", T0 + timedelta(minutes=40), correlation="4711")
+    flows_summarize(now=NOW)
+    order = flow("4711")
+    assert order.status == "failed"
+    assert order.definition is not None and order.definition.name == "order-to-invoice"
+    assert order.stopped_at == "certificate_approved"
+    assert order.sentence.startswith(
+        "Stopped at Certificate approved (QMS): the message to QMS was dead-lettered at "
+    )
+    assert "HTTP 503 from QMS" in order.sentence
+    # Production notified at T0+20 min, so due at T0+50 min; now is T0+6 h.
+    assert order.sentence.endswith("5 h 10 min overdue (due 30 min after Production notified).")
+    assert order.steps["production_notified"]["state"] == "done"
+    assert order.steps["certificate_approved"]["state"] == "failed"
+
+
+def test_an_order_that_simply_stops_is_stalled_once_its_deadline_passes(runtime: Runtime) -> None:
+    runtime.order("4712", T0, until="stock.reserve")
+    runtime.send()
+    reserved = T0 + timedelta(minutes=10)
+    flows_summarize(now=reserved + timedelta(minutes=5))
+    order = flow("4712")
+    assert order.status == "in_progress"
+    assert order.stopped_at == "production_notified"
+    assert order.due_at == reserved + timedelta(minutes=30)
+    assert "next Production notified (MES), due by" in order.sentence
+
+    assert flows_mark_stalled(now=reserved + timedelta(minutes=29)) == 0
+    assert flows_mark_stalled(now=reserved + timedelta(minutes=30 + 192)) == 1
+    order = flow("4712")
+    assert order.status == "stalled"
+    assert order.sentence.startswith(
+        "Stopped at Production notified (MES): nothing since Stock reserved at "
+    )
+    assert order.sentence.endswith("3 h 12 min overdue (due 30 min after Stock reserved).")
+
+
+def test_an_order_that_completes_is_completed(runtime: Runtime) -> None:
+    runtime.order("4713", T0, until="invoice.basis")
+    runtime.send()
+    flows_summarize(now=NOW)
+    order = flow("4713")
+    assert order.status == "completed", order.sentence
+    assert order.completed_at == T0 + timedelta(minutes=50)
+    assert order.steps_done == [
+        "order_created", "stock_reserved", "production_notified", "certificate_approved",
+        "shipment_booked", "invoice_basis_sent",
+    ]  # fmt: skip
+    assert order.sentence.endswith("Invoice basis sent (FIN), 50 min after it started.")
+    assert order.systems == ["ERP", "FIN", "MES", "QMS", "TMS", "WMS"]
+
+
+def test_an_async_hop_through_a_span_link_is_one_flow(runtime: Runtime) -> None:
+    order_trace, consumer_trace = new_trace(), new_trace()
+    producer = runtime.span("ERP", "order.create", T0, trace=order_trace, correlation="4714")
+    # The WMS consumer runs in a trace of its own, linked to the producer; no correlation ID.
+    runtime.span(
+        "WMS", "stock.reserve.consume", T0 + timedelta(minutes=2), trace=consumer_trace,
+        links=[(order_trace, producer)],
+    )  # fmt: skip
+    runtime.send()
+    flows_summarize(now=NOW)
+    assert flow("4714").trace_count == 2
+    assert set(FlowTrace.objects.filter(correlation_id="4714").values_list("via", flat=True)) == {
+        "correlated", "link",
+    }  # fmt: skip
+    spans = flows_facts(["4714"])["4714"].spans
+    assert [span.name for span in spans] == ["order.create", "stock.reserve.consume"]
+
+
+def test_the_link_arriving_before_the_trace_it_points_to_still_joins(runtime: Runtime) -> None:
+    order_trace, consumer_trace, producer = new_trace(), new_trace(), new_span_id()
+    runtime.span("WMS", "stock.reserve.consume", T0 + timedelta(minutes=2), trace=consumer_trace,
+                 links=[(order_trace, producer)])  # fmt: skip
+    runtime.send()
+    flows_summarize(now=NOW)
+    runtime.span("ERP", "order.create", T0, trace=order_trace, correlation="4715", span_id=producer)
+    runtime.send()
+    flows_summarize(now=NOW)
+    assert flow("4715").trace_count == 2
+
+
+def test_a_batch_trace_shared_by_three_orders_shows_each_only_its_part(runtime: Runtime) -> None:
+    orders = {order: new_trace() for order in ("5001", "5002", "5003")}
+    roots = {
+        o: runtime.span("ERP", "order.create", T0, trace=t, correlation=o)
+        for o, t in orders.items()
+    }
+    batch = new_trace()
+    run = runtime.span(
+        "FIN", "invoice.batch", T0 + timedelta(hours=1), trace=batch,
+        links=[(trace, roots[order]) for order, trace in orders.items()],
+    )  # fmt: skip
+    for order in orders:
+        item = runtime.span("FIN", "invoice.item", T0 + timedelta(hours=1, seconds=1),
+                            trace=batch, parent=run, correlation=order)  # fmt: skip
+        runtime.span(
+            "FIN", "invoice.render", T0 + timedelta(hours=1, seconds=2), trace=batch, parent=item
+        )
+    runtime.send()
+    flows_summarize(now=NOW)
+    for order in orders:
+        spans = flows_facts([order])[order].spans
+        assert [span.name for span in spans] == [
+            "order.create", "invoice.batch", "invoice.item", "invoice.render",
+        ], order  # fmt: skip
+        assert {span.correlation_id for span in spans} == {order, None}
+        assert flow(order).trace_count == 2
+    # None of the orders reached the others' traces through the batch.
+    assert FlowTrace.objects.filter(correlation_id="5001").count() == 2
+
+
+def test_a_flow_is_findable_by_its_shipment_number(runtime: Runtime) -> None:
+    runtime.order("4716", T0, until="certificate.approve")
+    runtime.record("TMS", "shipment.book", "delivered", T0 + timedelta(minutes=50), correlation="4716",
+                   business_keys={"shipment": "SHP-99120"})  # fmt: skip
+    runtime.send()
+    flows_summarize(now=NOW)
+    assert list(
+        FlowKey.objects.filter(value="SHP-99120").values_list("name", "correlation_id")
+    ) == [("shipment", "4716")]
+
+
+def test_a_stock_export_that_moved_800_of_12000_lines_is_partial(runtime: Runtime) -> None:
+    runtime.record("WMS", "stock.export", "delivered", T0, correlation="stock-sync-0615",
+                   counts={"expected": 12000, "processed": 800})  # fmt: skip
+    runtime.record(
+        "ERP", "stock.import", "delivered", T0 + timedelta(minutes=2), correlation="stock-sync-0615"
+    )
+    runtime.send()
+    flows_summarize(now=NOW)
+    run = flow("stock-sync-0615")
+    assert run.status == "partial"
+    assert run.definition is not None and run.definition.name == "stock-sync"
+    assert "processed 800 of 12,000 items" in run.sentence
+
+
+def test_an_error_span_is_the_latest_word_and_fails_the_flow(runtime: Runtime) -> None:
+    trace = runtime.order("4717", T0, until="certificate.approve")
+    runtime.span("TMS", "shipment.book", T0 + timedelta(minutes=45), trace=trace, correlation="4717",
+                 error="carrier API refused the booking", attributes={"http.response.status_code": 422})  # fmt: skip
+    runtime.send()
+    flows_summarize(now=NOW)
+    order = flow("4717")
+    assert order.status == "failed"
+    assert order.stopped_at == "shipment_booked"
+    assert "(HTTP 422) — carrier API refused the booking" in order.sentence
+
+
+def test_an_edited_definition_leaves_running_instances_on_their_version(
+    runtime: Runtime, tmp_path: pytest.TempPathFactory
+) -> None:
+    runtime.order("4718", T0, until="stock.reserve")
+    runtime.send()
+    flows_summarize(now=NOW)
+    started_under = flow("4718").definition
+    assert started_under is not None and started_under.version == 1
+    edited = tmp_path / "flows.yaml"  # type: ignore[operator]
+    from tests.tracing.seafood import SEAFOOD
+
+    edited.write_text(SEAFOOD.read_text().replace("deadline: 15m", "deadline: 20m"))
+    call_command("flows", "import", str(edited), stdout=open("/dev/null", "w"))  # noqa: SIM115
+    runtime.record(
+        "MES", "production.notify", "delivered", T0 + timedelta(minutes=20), correlation="4718"
+    )
+    runtime.send()
+    runtime.order("4719", T0, until="stock.reserve")
+    runtime.send()
+    flows_summarize(now=NOW)
+    assert flow("4718").definition == started_under
+    assert flow("4719").definition is not None and flow("4719").definition.version == 2  # type: ignore[union-attr]
+
+
+def test_summarizing_twice_changes_nothing_and_leaves_no_marks(runtime: Runtime) -> None:
+    runtime.order("4720", T0, until="shipment.book")
+    runtime.send()
+    assert flows_summarize(now=NOW) == 1
+    first = flow("4720")
+    assert flows_summarize(now=NOW) == 0
+    from tracing.flows.services.summary import flows_recompute
+
+    flows_recompute(correlation_ids=["4720"], now=NOW)
+    again = flow("4720")
+    assert (again.status, again.sentence, again.steps) == (
+        first.status,
+        first.sentence,
+        first.steps,
+    )

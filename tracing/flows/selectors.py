@@ -1,0 +1,269 @@
+"""Reads of flows: the facts of a set of flows, found through their memberships.
+
+The summarizer reads hundreds of flows at once and the flow page reads one; both go
+through `flows_facts`, so the page shows exactly what the status was computed from.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+
+from tracing.flows.status import FAILED_EVENTS, Fact
+from tracing.flows.stitching import SpanRow, json_value, trace_part
+
+SPAN_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time", "end_time", "duration_ns",
+    "status_code", "status_message", "service_name", "attributes", "events", "links", "correlation_id",
+    "message_id", "business_keys",
+)  # fmt: skip
+_SPAN_JSON = ("attributes", "events", "links", "business_keys")
+
+
+@dataclass(slots=True)
+class RecordRow:
+    id: int
+    record_id: str
+    occurred_at: datetime
+    system: str
+    step: str
+    event: str
+    message_id: str | None
+    correlation_id: str | None
+    trace_id: bytes | None
+    span_id: bytes | None
+    business_keys: dict[str, str]
+    error: str
+    counts_expected: int | None
+    counts_processed: int | None
+    content_type: str
+    headers: dict[str, Any]
+    payload: bytes | None = None
+
+    def fact(self) -> Fact:
+        counts = None
+        if self.counts_expected is not None and self.counts_processed is not None:
+            counts = (self.counts_expected, self.counts_processed)
+        return Fact(
+            at=self.occurred_at, kind="record", system=self.system, name=self.step, event=self.event,
+            failed=self.event in FAILED_EVENTS, error=self.error, counts=counts,
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class DeadLetterRow:
+    id: int
+    message_id: str
+    correlation_id: str | None
+    system: str
+    error: str
+    state: str
+    attempts: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+    transport: str
+
+    def fact(self) -> Fact:
+        return Fact(
+            at=self.last_failed_at, kind="dead_letter", system=self.system, name=self.message_id,
+            event=self.state, failed=True, error=self.error,
+        )  # fmt: skip
+
+
+@dataclass
+class FlowFacts:
+    correlation_id: str
+    traces: dict[bytes, str] = field(default_factory=dict)  # trace → how it joined
+    spans: list[SpanRow] = field(default_factory=list)
+    records: list[RecordRow] = field(default_factory=list)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+
+    def facts(self) -> list[Fact]:
+        return (
+            [span_fact(span) for span in self.spans]
+            + [record.fact() for record in self.records]
+            + [letter.fact() for letter in self.dead_letters]
+        )
+
+    @property
+    def message_ids(self) -> set[str]:
+        found = {span.message_id for span in self.spans if span.message_id}
+        return found | {record.message_id for record in self.records if record.message_id}
+
+    @property
+    def business_keys(self) -> set[tuple[str, str]]:
+        found = {item for span in self.spans for item in span.business_keys.items()}
+        return found | {item for record in self.records for item in record.business_keys.items()}
+
+
+def span_fact(span: SpanRow) -> Fact:
+    failed = span.status_code == 2  # STATUS_CODE_ERROR
+    return Fact(
+        at=span.start_time, kind="span", system=span.service_name, name=span.name,
+        event="error" if failed else "ok", failed=failed, error=span.status_message,
+        attributes=span.attributes,
+    )  # fmt: skip
+
+
+def flows_facts(
+    correlation_ids: Collection[str], *, payloads: bool = False
+) -> dict[str, FlowFacts]:
+    flows = {correlation: FlowFacts(correlation) for correlation in correlation_ids}
+    if not flows:
+        return flows
+    with connection.cursor() as cursor:
+        shared = _memberships_load(cursor, flows)
+        spans = _spans_load(cursor, {trace for flow in flows.values() for trace in flow.traces})
+        messages = {span.message_id for rows in spans.values() for span in rows if span.message_id}
+        records = _records_load(cursor, flows, messages, payloads)
+        _spans_assign(flows, spans, shared, records)
+        _records_assign(flows, records)
+        _dead_letters_assign(cursor, flows)
+    return flows
+
+
+def _memberships_load(cursor: Any, flows: dict[str, FlowFacts]) -> set[bytes]:
+    """Fill each flow's traces; return the traces that more than one flow shares."""
+    cursor.execute(
+        "SELECT correlation_id, trace_id, via FROM flows_flowtrace WHERE correlation_id = ANY(%s)",
+        [list(flows)],
+    )
+    for correlation_id, trace_id, via in cursor.fetchall():
+        flows[correlation_id].traces[bytes(trace_id)] = via
+    traces = list({trace for flow in flows.values() for trace in flow.traces})
+    cursor.execute(
+        """
+        SELECT trace_id FROM flows_flowtrace WHERE trace_id = ANY(%s)
+        GROUP BY trace_id HAVING count(*) > 1
+        """,
+        [traces],
+    )
+    return {bytes(row[0]) for row in cursor.fetchall()}
+
+
+def _spans_load(cursor: Any, traces: set[bytes]) -> dict[bytes, list[SpanRow]]:
+    by_trace: dict[bytes, list[SpanRow]] = defaultdict(list)
+    if not traces:
+        return by_trace
+    cursor.execute(
+        f"SELECT {', '.join(SPAN_COLUMNS)} FROM ingest_span WHERE trace_id = ANY(%s)"  # noqa: S608
+        " ORDER BY start_time",
+        [list(traces)],
+    )
+    for row in cursor.fetchall():
+        values = dict(zip(SPAN_COLUMNS, row, strict=True))
+        for key in ("trace_id", "span_id", "parent_span_id"):
+            values[key] = bytes(values[key]) if values[key] is not None else None
+        for key in _SPAN_JSON:
+            values[key] = json_value(values[key])
+        span = SpanRow(**values)
+        by_trace[span.trace_id].append(span)
+    return by_trace
+
+
+def _records_load(
+    cursor: Any, flows: dict[str, FlowFacts], messages: set[str], payloads: bool
+) -> list[RecordRow]:
+    """The flows' own records, and those without a correlation ID that name one of its
+    traces or (with no trace either) carry the message ID of one of its spans."""
+    traces = list({trace for flow in flows.values() for trace in flow.traces})
+    extra = ", payload" if payloads else ""
+    cursor.execute(
+        f"""
+        SELECT id, record_id, occurred_at, system, step, event, message_id, correlation_id, trace_id,
+               span_id, business_keys, error, counts_expected, counts_processed, content_type,
+               headers{extra}
+        FROM ingest_record
+        WHERE correlation_id = ANY(%s)
+           OR (correlation_id IS NULL AND trace_id = ANY(%s))
+           OR (correlation_id IS NULL AND trace_id IS NULL AND message_id = ANY(%s))
+        ORDER BY occurred_at, id
+        """,  # noqa: S608 - fixed column names
+        [list(flows), traces, list(messages)],
+    )
+    rows = []
+    for row in cursor.fetchall():
+        record = RecordRow(*row)
+        record.trace_id = bytes(record.trace_id) if record.trace_id else None
+        record.span_id = bytes(record.span_id) if record.span_id else None
+        record.business_keys, record.headers = (
+            json_value(record.business_keys),
+            json_value(record.headers),
+        )
+        record.payload = bytes(record.payload) if record.payload is not None else None
+        rows.append(record)
+    return rows
+
+
+def _spans_assign(
+    flows: dict[str, FlowFacts],
+    spans: dict[bytes, list[SpanRow]],
+    shared: set[bytes],
+    records: list[RecordRow],
+) -> None:
+    for flow in flows.values():
+        linked = {
+            bytes.fromhex(link["span_id"])
+            for trace in flow.traces
+            for span in spans.get(trace, [])
+            if span.correlation_id in (None, flow.correlation_id)
+            for link in span.links
+        }
+        linked |= {
+            r.span_id for r in records if r.correlation_id == flow.correlation_id and r.span_id
+        }
+        messages = {
+            r.message_id
+            for r in records
+            if r.correlation_id == flow.correlation_id and r.message_id
+        }
+        for trace in flow.traces:
+            flow.spans += trace_part(
+                spans.get(trace, []), flow.correlation_id, shared=trace in shared,
+                linked_span_ids=linked, message_ids=messages,
+            )  # fmt: skip
+        flow.spans.sort(key=lambda span: span.start_time)
+
+
+def _records_assign(flows: dict[str, FlowFacts], records: list[RecordRow]) -> None:
+    by_trace: dict[bytes, list[FlowFacts]] = defaultdict(list)
+    for flow in flows.values():
+        for trace in flow.traces:
+            by_trace[trace].append(flow)
+    by_message: dict[str, list[FlowFacts]] = defaultdict(list)
+    for flow in flows.values():
+        for message in {span.message_id for span in flow.spans if span.message_id}:
+            by_message[message].append(flow)
+    for record in records:
+        if record.correlation_id is not None:
+            flows[record.correlation_id].records.append(record)
+        elif record.trace_id is not None:
+            for flow in by_trace.get(record.trace_id, []):
+                flow.records.append(record)
+        elif record.message_id is not None:
+            for flow in by_message.get(record.message_id, []):
+                flow.records.append(record)
+
+
+def _dead_letters_assign(cursor: Any, flows: dict[str, FlowFacts]) -> None:
+    messages = {message: flow for flow in flows.values() for message in flow.message_ids}
+    cursor.execute(
+        """
+        SELECT id, message_id, correlation_id, system, error, state, attempts, first_failed_at,
+               last_failed_at, transport
+        FROM ingest_deadletter
+        WHERE correlation_id = ANY(%s) OR (correlation_id IS NULL AND message_id = ANY(%s))
+        ORDER BY last_failed_at, id
+        """,
+        [list(flows), list(messages)],
+    )
+    for row in cursor.fetchall():
+        letter = DeadLetterRow(*row)
+        flow = flows.get(letter.correlation_id or "") or messages.get(letter.message_id)
+        if flow is not None:
+            flow.dead_letters.append(letter)

@@ -1,0 +1,291 @@
+"""Stitching: which traces belong to which flow, derived one hop at a time from facts.
+
+- a trace with a span that carries the correlation ID belongs to its flow;
+- an audit record that carries a trace ID joins that trace to the record's flow;
+- a span link joins two traces: the trace at the far end joins every flow the near end
+  belongs to directly. Beyond that first hop a link is followed only through traces that
+  carry no correlation ID of their own and into traces that carry no other one, so a join
+  never passes through another flow: the nightly batch trace of 500 orders belongs to each
+  of the 500 flows, but none of those flows reaches the other 499 through it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+
+from tracing.flows.models import FlowTrace
+
+Touch = tuple[bytes | None, str | None, str | None]  # (trace_id, correlation_id, message_id)
+LINK_HOPS = 3  # how far an async chain of uncorrelated traces is followed
+
+
+@dataclass
+class TraceFacts:
+    """What stitching needs to know of a trace: its correlation IDs, messages and links."""
+
+    correlation_ids: set[str] = field(default_factory=set)
+    message_ids: set[str] = field(default_factory=set)
+    linked_traces: set[bytes] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class SpanRow:
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes | None
+    name: str
+    kind: int
+    start_time: datetime
+    end_time: datetime
+    duration_ns: int
+    status_code: int
+    status_message: str
+    service_name: str
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    links: list[dict[str, Any]]
+    correlation_id: str | None
+    message_id: str | None
+    business_keys: dict[str, str]
+
+    @property
+    def linked_traces(self) -> set[bytes]:
+        return {bytes.fromhex(link["trace_id"]) for link in self.links}
+
+
+def stitch(touches: Iterable[Touch]) -> set[str]:
+    """Join the touched traces to their flows; the correlation IDs whose flows changed."""
+    touches = list(touches)
+    traces = {trace for trace, _, _ in touches if trace}
+    affected = {correlation for _, correlation, _ in touches if correlation}
+    facts = traces_facts(traces)
+    _direct_joins(touches, facts)
+    _links_remember(facts)
+    joined = _link_joins(traces, facts)
+    messages = {message for _, correlation, message in touches if message and not correlation}
+    affected |= _flows_of_messages(messages)
+    affected |= flows_of_traces(traces | joined)
+    return affected
+
+
+def traces_facts(traces: set[bytes]) -> dict[bytes, TraceFacts]:
+    facts: dict[bytes, TraceFacts] = {trace: TraceFacts() for trace in traces}
+    if not traces:
+        return facts
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT trace_id, correlation_id, message_id, links FROM ingest_span
+            WHERE trace_id = ANY(%s)
+              AND (correlation_id IS NOT NULL OR message_id IS NOT NULL OR links <> '[]'::jsonb)
+            """,
+            [list(traces)],
+        )
+        for trace_id, correlation_id, message_id, links in cursor.fetchall():
+            trace = facts[bytes(trace_id)]
+            if correlation_id:
+                trace.correlation_ids.add(correlation_id)
+            if message_id:
+                trace.message_ids.add(message_id)
+            trace.linked_traces |= {bytes.fromhex(link["trace_id"]) for link in json_value(links)}
+    return facts
+
+
+def json_value(value: Any) -> Any:
+    # Django's psycopg setup hands raw cursors JSONB as text.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _direct_joins(touches: list[Touch], facts: dict[bytes, TraceFacts]) -> None:
+    rows: set[tuple[str, bytes, str]] = set()
+    for trace, trace_facts in facts.items():
+        rows |= {
+            (correlation, trace, FlowTrace.Via.CORRELATED)
+            for correlation in trace_facts.correlation_ids
+        }
+    for touched, correlation, _ in touches:
+        if touched and correlation and correlation not in facts[touched].correlation_ids:
+            rows.add((correlation, touched, FlowTrace.Via.RECORD))
+    memberships_add(rows)
+
+
+def memberships_add(rows: Iterable[tuple[str, bytes, str]]) -> None:
+    rows = list(rows)
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO flows_flowtrace (correlation_id, trace_id, via)
+            SELECT * FROM unnest(%s::text[], %s::bytea[], %s::text[])
+            ON CONFLICT DO NOTHING
+            """,
+            [[row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows]],
+        )
+
+
+def _links_remember(facts: dict[bytes, TraceFacts]) -> None:
+    pairs = {
+        (trace, linked)
+        for trace, trace_facts in facts.items()
+        for linked in trace_facts.linked_traces
+    }
+    pairs = {(a, b) for a, b in pairs if a != b}
+    if not pairs:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO flows_spanlink (trace_id, linked_trace_id)
+            SELECT * FROM unnest(%s::bytea[], %s::bytea[])
+            ON CONFLICT DO NOTHING
+            """,
+            [[a for a, _ in pairs], [b for _, b in pairs]],
+        )
+
+
+def _neighbours(traces: set[bytes]) -> set[tuple[bytes, bytes]]:
+    """Every link touching these traces, as (this trace, the other), both directions."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT trace_id, linked_trace_id FROM flows_spanlink WHERE trace_id = ANY(%s)
+            UNION SELECT linked_trace_id, trace_id FROM flows_spanlink WHERE linked_trace_id = ANY(%s)
+            """,
+            [list(traces), list(traces)],
+        )
+        return {(bytes(a), bytes(b)) for a, b in cursor.fetchall()}
+
+
+def _memberships(traces: set[bytes]) -> dict[bytes, dict[str, str]]:
+    """trace → {correlation ID: how it joined}."""
+    found: dict[bytes, dict[str, str]] = defaultdict(dict)
+    rows = FlowTrace.objects.filter(trace_id__in=list(traces)).values_list(
+        "trace_id", "correlation_id", "via"
+    )
+    for trace_id, correlation_id, via in rows:
+        found[bytes(trace_id)][correlation_id] = via
+    return found
+
+
+def _link_joins(traces: set[bytes], facts: dict[bytes, TraceFacts]) -> set[bytes]:
+    """Follow links from the touched traces in both directions; the traces that joined a flow."""
+    joined: set[bytes] = set()
+    frontier = set(traces)
+    for _ in range(LINK_HOPS):
+        pairs = _neighbours(frontier) if frontier else set()
+        if not pairs:
+            break
+        ends = {trace for pair in pairs for trace in pair}
+        facts.update(traces_facts(ends - facts.keys()))
+        members = _memberships(ends)
+        rows = {
+            (flow, far, FlowTrace.Via.LINK)
+            for near, far in pairs
+            for flow, via in members.get(near, {}).items()
+            if flow not in members.get(far, {}) and _may_join(flow, via, facts[near], facts[far])
+        }
+        memberships_add(rows)
+        frontier = {far for _, far, _ in rows}
+        joined |= frontier
+    return joined
+
+
+def _may_join(flow: str, via: str, near: TraceFacts, far: TraceFacts) -> bool:
+    if via == FlowTrace.Via.LINK and near.correlation_ids:
+        return False  # a trace reached by a link passes it on only if it belongs to no flow
+    if far.correlation_ids <= {flow}:
+        return True
+    # Into a trace of other flows (a batch): only from a trace that is this flow's alone.
+    return via != FlowTrace.Via.LINK and near.correlation_ids <= {flow}
+
+
+def _flows_of_messages(messages: set[str]) -> set[str]:
+    """Flows with a span carrying one of these message IDs (for records with nothing else)."""
+    if not messages:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT DISTINCT f.correlation_id FROM ingest_span s
+            JOIN flows_flowtrace f ON f.trace_id = s.trace_id
+            WHERE s.message_id = ANY(%s)
+            """,
+            [list(messages)],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def flows_of_traces(traces: set[bytes]) -> set[str]:
+    if not traces:
+        return set()
+    return set(
+        FlowTrace.objects.filter(trace_id__in=list(traces)).values_list("correlation_id", flat=True)
+    )
+
+
+def trace_part(
+    spans: list[SpanRow],
+    correlation_id: str,
+    *,
+    shared: bool,
+    linked_span_ids: set[bytes],
+    message_ids: set[str],
+) -> list[SpanRow]:
+    """The spans of a trace that concern this flow.
+
+    A trace that only this flow has is shown whole. A shared one (a batch of many orders)
+    shows the spans anchored to this flow — its correlation ID, the span a link of the flow
+    points at, a span carrying one of its messages — with their ancestors, and their
+    descendants up to where another flow's span begins.
+    """
+    others = any(span.correlation_id not in (None, correlation_id) for span in spans)
+    if not shared and not others:
+        return spans
+    anchors = [
+        span for span in spans if _anchored(span, correlation_id, linked_span_ids, message_ids)
+    ]
+    by_id = {span.span_id: span for span in spans}
+    children: dict[bytes, list[SpanRow]] = defaultdict(list)
+    for span in spans:
+        if span.parent_span_id:
+            children[span.parent_span_id].append(span)
+    keep: set[bytes] = set()
+    for anchor in anchors:
+        _keep_ancestors(anchor, by_id, keep)
+        _keep_descendants(anchor, children, correlation_id, keep)
+    return [span for span in spans if span.span_id in keep]
+
+
+def _anchored(span: SpanRow, correlation_id: str, linked: set[bytes], messages: set[str]) -> bool:
+    return (
+        span.correlation_id == correlation_id
+        or span.span_id in linked
+        or (span.message_id is not None and span.message_id in messages)
+    )
+
+
+def _keep_ancestors(span: SpanRow, by_id: dict[bytes, SpanRow], keep: set[bytes]) -> None:
+    current: SpanRow | None = span
+    while current is not None and current.span_id not in keep:
+        keep.add(current.span_id)
+        current = by_id.get(current.parent_span_id) if current.parent_span_id else None
+
+
+def _keep_descendants(
+    span: SpanRow, children: dict[bytes, list[SpanRow]], correlation_id: str, keep: set[bytes]
+) -> None:
+    stack = list(children.get(span.span_id, []))
+    while stack:
+        child = stack.pop()
+        if child.correlation_id not in (None, correlation_id) or child.span_id in keep:
+            continue
+        keep.add(child.span_id)
+        stack.extend(children.get(child.span_id, []))
