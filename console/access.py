@@ -75,6 +75,10 @@ URL_RULES: dict[str, Rule] = {
     "ingest-records": Open.INGEST,
     "ingest-dead-letters": Open.INGEST,
     "api-flow-definitions": Capability.VIEW,
+    "flow": Capability.VIEW,
+    "api-flows": Capability.VIEW,
+    "api-flow": Capability.VIEW,
+    "api-search": Capability.VIEW,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 

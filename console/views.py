@@ -31,6 +31,7 @@ from console.services import (
     journal_append,
     system_names,
 )
+from tracing.flows.search import flows_search
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,18 @@ class LoginView(auth_views.LoginView):
 
 
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "console/dashboard.html")
-
-
-@require_GET
 def search(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()[:200]
-    return render(request, "console/search.html", {"query": query})
+    """Exactly one flow: straight to it. Several: a short list. None: what was searched.
+
+    Typing in the header box asks for the results fragment only (htmx), and never redirects.
+    """
+    result = flows_search(request.GET.get("q", "")[:200])
+    context = {"query": result.query, "result": result}
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "console/search.html#results", context)
+    if len(result.flows) == 1:
+        return redirect("flow", result.flows[0].correlation_id)
+    return render(request, "console/search.html", context)
 
 
 class TokenNameForm(forms.Form):
