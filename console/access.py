@@ -79,6 +79,8 @@ URL_RULES: dict[str, Rule] = {
     "api-flows": Capability.VIEW,
     "api-flow": Capability.VIEW,
     "api-search": Capability.VIEW,
+    "flow-definitions": Capability.ADMINISTER,
+    "flow-definitions-download": Capability.ADMINISTER,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 
@@ -151,6 +153,7 @@ class MatrixPermission(BasePermission):
 
 NAVIGATION: list[tuple[str, str]] = [
     ("Dashboard", "dashboard"),
+    ("Flow definitions", "flow-definitions"),
     ("Ingest tokens", "ingest-tokens"),
     ("Users & roles", "admin:auth_user_changelist"),
     ("API tokens", "api-tokens"),

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
+from console.access import Role
 from console.models import JournalEntry
 from tracing.flows.models import BusinessCalendar, FlowDefinition, Owner, System
 
@@ -143,3 +146,38 @@ def test_the_api_lists_current_definitions_with_owners(client_as) -> None:
         "email": "sales-ops@seafood.example",
         "webhook": "",
     }
+
+
+def test_an_admin_imports_definitions_in_the_console(client_as: Any) -> None:
+    admin = client_as(Role.ADMIN)
+    response = admin.post("/settings/flow-definitions/", {"document": SEAFOOD.read_text()})
+    assert response.status_code == 302
+    page = admin.get("/settings/flow-definitions/").content.decode()
+    assert "Imported: order-to-invoice v1, batch-release v1, stock-sync v1." in page
+    assert "Certificate approved (QMS)" in page and "every 15 min, grace 5 min" in page
+    assert JournalEntry.objects.filter(
+        action="flow_definition.import", actor_id__isnull=False
+    ).exists()
+    exported = admin.get("/settings/flow-definitions/flows.yaml")
+    assert exported["Content-Type"] == "application/yaml"
+    assert b"name: order-to-invoice" in exported.content
+
+
+def test_a_broken_upload_in_the_console_changes_nothing_and_names_the_line(client_as: Any) -> None:
+    broken = SEAFOOD.read_text().replace("system: QMS", "system: QMX", 1)
+    upload = SimpleUploadedFile("flows.yaml", broken.encode(), content_type="application/yaml")
+    response = client_as(Role.ADMIN).post("/settings/flow-definitions/", {"file": upload})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Nothing was imported" in page
+    assert "system: &#x27;QMX&#x27; is not a system; add it under systems" in page
+    assert not FlowDefinition.objects.exists()
+
+
+def test_only_admins_manage_definitions_in_the_console(client_as: Any) -> None:
+    for role in (Role.SUPPORT, Role.OPERATOR, Role.AUDITOR):
+        client = client_as(role)
+        assert client.get("/settings/flow-definitions/").status_code == 403
+        assert (
+            client.post("/settings/flow-definitions/", {"document": "flows: []"}).status_code == 403
+        )

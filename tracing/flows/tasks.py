@@ -9,16 +9,16 @@ from tracing.flows.services.missing import flows_missing_check
 from tracing.flows.services.summary import flows_mark_stalled, flows_summarize
 
 
-@shared_task
+@shared_task(ignore_result=True)
 def flows_summarize_task() -> int:
     return flows_summarize(now=timezone.now())
 
 
-@shared_task
+@shared_task(ignore_result=True)
 def flows_stalled_task() -> int:
     return flows_mark_stalled(now=timezone.now())
 
 
-@shared_task
+@shared_task(ignore_result=True)
 def flows_missing_task() -> int:
     return flows_missing_check(now=timezone.now())
