@@ -240,6 +240,16 @@ TIDELINE_BUSINESS_KEY_PREFIX = (
     env_str("TIDELINE_BUSINESS_KEY_PREFIX", default="business.") or "business."
 )
 TIDELINE_MESSAGE_ID_KEY = "messaging.message.id"
+
+# Payloads as support sees them (roles without view_unmasked). JSON: the values at these
+# paths become •••  ("a.b" a nested key, "*" any one key or element, "**" any depth,
+# "lines[*].price" array elements). Any other content type is hidden whole unless listed in
+# TIDELINE_MASK_UNMASKED_TYPES ("text/csv", "text/*").
+TIDELINE_MASK_JSON_PATHS = env_list(
+    "TIDELINE_MASK_JSON_PATHS",
+    default=["customer", "**.email", "**.phone", "**.address", "**.iban"],
+)
+TIDELINE_MASK_UNMASKED_TYPES = env_list("TIDELINE_MASK_UNMASKED_TYPES", default=[])
 # Bounds a request body both as sent and once inflated: a gzip bomb stops at this size.
 TIDELINE_INGEST_MAX_BYTES = env_int(
     "TIDELINE_INGEST_MAX_BYTES", default=16 * 1024 * 1024, minimum=1024

@@ -119,6 +119,19 @@ def test_a_broken_file_changes_nothing_and_names_every_problem(tmp_path: Path) -
     assert not FlowDefinition.objects.exists() and not Owner.objects.exists()
 
 
+def test_a_runbook_must_be_a_web_page(tmp_path: Path) -> None:
+    broken = tmp_path / "flows.yaml"
+    broken.write_text(
+        SEAFOOD.read_text().replace(
+            '"https://wiki.seafood.example/runbooks/qms"', '"javascript:alert(1)"'
+        )
+    )
+    with pytest.raises(CommandError) as refused:
+        flows("import", str(broken))
+    assert "runbook: 'javascript:alert(1)' is not an http(s) URL" in str(refused.value)
+    assert not System.objects.exists()
+
+
 def test_invalid_yaml_is_refused_with_its_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("owners:\n  - team: Quality\n    email: [unclosed\n")

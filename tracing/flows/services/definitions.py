@@ -70,12 +70,20 @@ def _systems_check(checker: Checker, document: Located, owners: set[str]) -> set
     known = set(System.objects.values_list("name", flat=True))
     for path, system in checker.items(document, "systems", ""):
         known.add(checker.text(system, "name", path))
+        _runbook_check(checker, system, path)
         owner = checker.text(system, "owner", path)
         if owner and owner not in owners:
             checker.problem(
                 system, "owner", path, f"{owner!r} is not an owner; add it under owners"
             )
     return known
+
+
+def _runbook_check(checker: Checker, where: Located, path: str) -> None:
+    """A runbook is a web page: anything else would be a link support must not follow."""
+    runbook = str(where.get("runbook", ""))
+    if runbook and not runbook.startswith(("https://", "http://")):
+        checker.problem(where, "runbook", path, f"{runbook!r} is not an http(s) URL")
 
 
 def _calendars_check(checker: Checker, document: Located) -> set[str]:
@@ -98,6 +106,7 @@ def _flows_check(
         owner = checker.text(flow, "owner", path)
         if owner and owner not in owners:
             checker.problem(flow, "owner", path, f"{owner!r} is not an owner; add it under owners")
+        _runbook_check(checker, flow, path)
         steps = _steps_check(checker, flow, path, name, systems)
         starts_with = checker.text(flow, "starts_with", path)
         if starts_with and starts_with not in {step["key"] for step in steps}:
