@@ -128,6 +128,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "tracing.ingest.tasks.partitions_ensure_task",
         "schedule": 3600.0,
     },
+    "sender-activity-forget": {
+        "task": "tracing.ingest.tasks.sender_activity_forget_task",
+        "schedule": 3600.0,
+    },
     # The summarizer drains what ingest marked; a run that could not start within its
     # interval is dropped rather than queued behind the next one.
     "flows-summarize": {

@@ -32,6 +32,7 @@ from django.utils import timezone
 from kombu import Connection
 
 from tracing.ingest import metrics
+from tracing.ingest.activity import sender_activity_count
 from tracing.ingest.dead_letters import DeadLetterRow, dead_letters_parse
 from tracing.ingest.records import RecordsInvalid
 from tracing.ingest.services import StoredDeadLetters, dead_letters_store
@@ -416,6 +417,10 @@ class DeadLetterConsumer:
         self.totals.duplicates += stored.duplicates
         metrics.ACCEPTED.labels(STREAM, self.options.sender).inc(stored.created + stored.reopened)
         metrics.DUPLICATES.labels(STREAM, self.options.sender).inc(stored.duplicates)
+        sender_activity_count(
+            sender=self.options.sender, stream="dead_letters",
+            accepted=stored.created + stored.reopened, at=timezone.now(),
+        )  # fmt: skip
 
     def _pause(self, seconds: float) -> bool:
         """Sleep, in short steps so a stop is noticed; False if asked to stop."""

@@ -205,3 +205,25 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system} {self.message_key} ({self.state})"
+
+
+class SenderMinute(models.Model):
+    """How many rows a sender delivered on one stream in one minute: the dashboard's ingest rate.
+
+    Written by one upsert per ingest request, outside the ingest transaction (activity.py),
+    so the hot row of the current minute is locked only for that statement.
+    """
+
+    class Stream(models.TextChoices):
+        SPANS = "spans"
+        RECORDS = "records"
+        DEAD_LETTERS = "dead_letters"
+
+    pk = models.CompositePrimaryKey("sender", "stream", "minute")
+    sender = models.TextField()
+    stream = models.CharField(max_length=12, choices=Stream.choices)
+    minute = models.DateTimeField()  # the start of the minute
+    accepted = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.sender} {self.stream} {self.minute:%Y-%m-%d %H:%M}: {self.accepted}"

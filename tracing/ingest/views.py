@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from console.authentication import IngestAuthError, ingest_token_from
 from tracing.ingest import metrics
+from tracing.ingest.activity import sender_activity_count
 from tracing.ingest.dead_letters import dead_letters_parse
 from tracing.ingest.http import BodyRefused, read_body
 from tracing.ingest.otlp import OtlpDecodeError, decode_protobuf, span_batch
@@ -144,6 +145,9 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
         return _otlp_error(400, str(error), content_type, sender=token.sender, cause="undecodable")
     batch = span_batch(export, token=token, received_at=timezone.now(), stored_range=stored_range())
     stored = spans_store(batch=batch)
+    sender_activity_count(
+        sender=token.sender, stream="spans", accepted=stored.accepted, at=timezone.now()
+    )
     metrics.ACCEPTED.labels("traces", token.sender).inc(stored.accepted)
     metrics.DUPLICATES.labels("traces", token.sender).inc(stored.duplicates)
     answer = ExportTraceServiceResponse()
@@ -214,6 +218,9 @@ def audit_records(request: HttpRequest) -> HttpResponse:
             cause="conflict",
             record_ids=conflict.record_ids,
         )
+    sender_activity_count(
+        sender=sender, stream="records", accepted=stored.accepted, at=timezone.now()
+    )
     metrics.ACCEPTED.labels("records", sender).inc(stored.accepted)
     metrics.DUPLICATES.labels("records", sender).inc(stored.duplicates)
     return JsonResponse({"accepted": stored.accepted, "duplicates": stored.duplicates})
@@ -250,6 +257,12 @@ def dead_letters(request: HttpRequest) -> HttpResponse:
             400, str(invalid), stream="dead_letters", sender=sender, cause="invalid", errors=errors
         )
     stored = dead_letters_store(rows=rows, sender=sender, source="api", received_at=received_at)
+    sender_activity_count(
+        sender=sender,
+        stream="dead_letters",
+        accepted=stored.created + stored.reopened,
+        at=timezone.now(),
+    )
     metrics.ACCEPTED.labels("dead_letters", sender).inc(stored.created + stored.reopened)
     metrics.DUPLICATES.labels("dead_letters", sender).inc(stored.duplicates)
     return JsonResponse(
