@@ -220,3 +220,18 @@ def test_summarizing_twice_changes_nothing_and_leaves_no_marks(runtime: Runtime)
         first.sentence,
         first.steps,
     )
+
+
+def test_a_step_whose_clock_runs_backwards_is_marked_not_reordered(runtime: Runtime) -> None:
+    trace = runtime.order("4721", T0, until="order.create")
+    # MES's clock is 20 minutes behind: production is notified "before" stock was reserved.
+    runtime.record("WMS", "stock.reserve", "delivered", T0 + timedelta(minutes=30), correlation="4721",
+                   trace_id=trace)  # fmt: skip
+    runtime.record("MES", "production.notify", "delivered", T0 + timedelta(minutes=10), correlation="4721",
+                   trace_id=trace)  # fmt: skip
+    runtime.send()
+    flows_summarize(now=NOW)
+    steps = flow("4721").steps
+    assert steps["production_notified"]["state"] == "done"
+    assert steps["production_notified"]["backwards"] is True
+    assert steps["stock_reserved"]["backwards"] is False
