@@ -31,7 +31,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	# mypy only imports the settings; nothing connects to these.
-	DATABASE_URL=postgresql://localhost/typecheck REDIS_URL=redis://localhost/0 $(BIN)/mypy console tracing tests
+	DATABASE_URL=postgresql://localhost/typecheck REDIS_URL=redis://localhost/0 $(BIN)/mypy console tracing replay tests
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 fmt: $(VENV)/.dev-installed

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "console",
     "tracing.ingest",
     "tracing.flows",
+    "replay",
 ]
 
 MIDDLEWARE = [
@@ -131,6 +132,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sender-activity-forget": {
         "task": "tracing.ingest.tasks.sender_activity_forget_task",
         "schedule": 3600.0,
+    },
+    "replays-sweep": {
+        "task": "replay.tasks.replays_sweep_task",
+        "schedule": 10.0,
+        "options": {"expires": 10.0},
     },
     # The summarizer drains what ingest marked; a run that could not start within its
     # interval is dropped rather than queued behind the next one.
@@ -244,6 +250,15 @@ TIDELINE_BUSINESS_KEY_PREFIX = (
     env_str("TIDELINE_BUSINESS_KEY_PREFIX", default="business.") or "business."
 )
 TIDELINE_MESSAGE_ID_KEY = "messaging.message.id"
+
+# Replay
+# Address prefixes a replay may reach besides the destinations an admin declares
+# ("http://wms.internal/", "amqp://broker/%2F/queue/orders", "redis://cache/0/stream/stock").
+TIDELINE_REPLAY_ALLOWED_DESTINATIONS = env_list("TIDELINE_REPLAY_ALLOWED_DESTINATIONS", default=[])
+TIDELINE_REPLAY_TIMEOUT_SECONDS = env_int("TIDELINE_REPLAY_TIMEOUT_SECONDS", default=10, minimum=1)
+# Where AMQP and Redis replays go when a dead letter names no broker of its own.
+TIDELINE_REPLAY_AMQP_URL = env_str("TIDELINE_REPLAY_AMQP_URL") or env_str("TIDELINE_AMQP_URL")
+TIDELINE_REPLAY_REDIS_URL = env_str("TIDELINE_REPLAY_REDIS_URL") or REDIS_URL
 
 # Payloads as support sees them (roles without view_unmasked). JSON: the values at these
 # paths become •••  ("a.b" a nested key, "*" any one key or element, "**" any depth,

@@ -30,3 +30,37 @@ def wait_until_ready(url: str, server: subprocess.Popen[Any], seconds: float) ->
             pass
         time.sleep(0.2)
     raise AssertionError(f"{url} not ready within {seconds:.0f} s")
+
+
+def test_database_url() -> str:
+    """The URL of the database this test session runs on, for worker processes to share it."""
+    from django.db import connection
+
+    database = connection.settings_dict
+    host = database["HOST"] or ""
+    if host.startswith("/"):  # the embedded PostgreSQL listens on a unix socket
+        return f"postgresql://{database['USER']}@/{database['NAME']}?host={host}&port={database['PORT']}"
+    return f"postgresql://{database['USER']}@{host}:{database['PORT']}/{database['NAME']}"
+
+
+def celery_worker(
+    schedule: str, *, concurrency: int = 1, beat: bool = True, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A real Celery worker (prefork, with beat unless told otherwise) on the test database."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from django.conf import settings
+
+    command = [
+        sys.executable, "-m", "celery", "-A", "console", "worker", "--concurrency", str(concurrency),
+        "--loglevel", "WARNING", "--schedule", schedule, "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+    if beat:
+        command.append("--beat")
+    environment = {
+        **os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": settings.REDIS_URL, **(env or {}),
+    }  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(command, cwd=root, env=environment, stdout=subprocess.DEVNULL)

@@ -12,7 +12,12 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from console.access import NAMESPACE_RULES, URL_RULES, Capability, Open, Role
 
-SAMPLE_VALUES = {"app_label": "auth", "url": "anything", "content_type_id": "1"}
+SAMPLE_VALUES = {
+    "app_label": "auth",
+    "url": "anything",
+    "content_type_id": "1",
+    "replay_id": "00000000-0000-4000-8000-000000000001",
+}
 
 
 @dataclass(frozen=True)

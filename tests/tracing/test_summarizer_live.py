@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,10 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from console.services import ingest_token_create
+from tests.processes import celery_worker
 from tests.tracing.seafood import definitions_load, new_span_id, new_trace
 from tracing.flows.models import FlowInstance
 
@@ -26,30 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def celery(transactional_db: Any, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker with beat embedded, on the test database and a broker database of its own."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": _test_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-    }
-    worker = subprocess.Popen(
-        [
-            sys.executable, "-m", "celery", "-A", "console", "worker", "--beat", "--pool", "solo",
-            "--loglevel", "WARNING", "--schedule", str(tmp_path / "beat-schedule"),
-        ],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    worker = celery_worker(str(tmp_path / "beat-schedule"))
     yield worker
     worker.terminate()
     worker.wait(timeout=30)
-
-
-def _test_database_url() -> str:
-    database = connection.settings_dict
-    host = database["HOST"] or ""
-    if host.startswith("/"):  # the embedded PostgreSQL listens on a unix socket
-        return f"postgresql://{database['USER']}@/{database['NAME']}?host={host}&port={database['PORT']}"
-    return f"postgresql://{database['USER']}@{host}:{database['PORT']}/{database['NAME']}"
 
 
 def order_span(order: str) -> bytes:
@@ -79,7 +56,7 @@ def test_a_flow_is_summarized_by_the_worker_soon_after_its_data_arrives(
     sent = time.monotonic()
     deadline = sent + 60  # generous: the worker starts cold; the bench measures the real lag
     while time.monotonic() < deadline:
-        assert celery.poll() is None, celery.stderr.read().decode() if celery.stderr else ""
+        assert celery.poll() is None, "the worker exited"
         flow = FlowInstance.objects.filter(correlation_id="4801").first()
         if flow is not None:
             break

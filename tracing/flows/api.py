@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from tracing.flows import selectors
 from tracing.flows.models import FlowDefinition, FlowInstance, FlowStep
 from tracing.flows.search import flows_search
-from tracing.flows.selectors import DeadLetterRow, RecordRow, flow_detail
+from tracing.flows.selectors import DeadLetterRow, RecordRow, ReplayRow, flow_detail
 from tracing.flows.stitching import SpanRow
 
 
@@ -137,8 +137,9 @@ def flow_document(detail: selectors.FlowDetail) -> dict[str, Any]:
         "spans": [_span_document(span) for span in facts.spans],
         "records": [_record_document(record) for record in facts.records],
         "dead_letters": [_dead_letter_document(letter) for letter in facts.dead_letters],
-        # Replays arrive with the replay issue; the key is here so clients can rely on it.
-        "replays": [],
+        "replays": [
+            _replay_document(replay) for letter in facts.dead_letters for replay in letter.replays
+        ],
     }
 
 
@@ -171,6 +172,14 @@ def _dead_letter_document(letter: DeadLetterRow) -> dict[str, Any]:
         "id": letter.id, "message_id": letter.message_id, "system": letter.system, "error": letter.error,
         "state": letter.state, "attempts": letter.attempts, "first_failed_at": letter.first_failed_at,
         "last_failed_at": letter.last_failed_at, "transport": letter.transport,
+    }  # fmt: skip
+
+
+def _replay_document(replay: ReplayRow) -> dict[str, Any]:
+    return {
+        "id": replay.id, "dead_letter_id": replay.dead_letter_id, "state": replay.state,
+        "verdict": replay.verdict, "requested_at": replay.requested_at, "sent_at": replay.sent_at,
+        "finished_at": replay.finished_at, "outcome": replay.outcome,
     }  # fmt: skip
 
 

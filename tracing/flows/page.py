@@ -233,8 +233,33 @@ def _answers(message: Message, steps: dict[str, FlowStep], now: datetime) -> lis
         _target_available(message, now),
         _retried(message),
         Answer("Was anyone alerted?", "unknown", UNKNOWN),
-        Answer("Can it be replayed safely?", "unknown", UNKNOWN),
+        _replay_safety(message),
     ]
+
+
+def _replay_safety(message: Message) -> Answer:
+    """From the verdict stored with the latest replay (or dry run) of the message's dead letter."""
+    question = "Can it be replayed safely?"
+    replays = sorted(
+        (replay for letter in message.dead_letters for replay in letter.replays),
+        key=lambda replay: replay.requested_at,
+    )
+    if not replays:
+        if message.dead_letters:
+            return Answer(
+                question, "unknown", "not checked yet: a replay request or dry run checks it"
+            )
+        return Answer(question, "unknown", UNKNOWN)
+    verdict = replays[-1].verdict
+    problems = [
+        verdict[key] for key in ("already_delivered", "stale", "poison") if verdict.get(key)
+    ]
+    if problems:
+        return _judged(question, False, "; ".join(problems))
+    if verdict.get("needs_approval"):
+        reasons = ", ".join(verdict["needs_approval"])
+        return _judged(question, True, f"yes, with a second operator's approval ({reasons})")
+    return _judged(question, True, "yes: the target deduplicates by Idempotency-Key")
 
 
 def _judged(question: str, good: bool, text: str) -> Answer:
@@ -340,6 +365,7 @@ def _axis(
 ) -> tuple[datetime, datetime] | None:
     times = [s.start_time for s in spans] + [s.end_time for s in spans]
     times += [r.occurred_at for r in records] + [d.last_failed_at for d in letters]
+    times += [r.finished_at or r.sent_at or r.requested_at for d in letters for r in d.replays]
     return (min(times), max(times)) if times else None
 
 
@@ -371,6 +397,13 @@ def _lanes(
         marks[letter.system].append(
             Mark("dead_letter", f"dead-letter-{letter.id}", left, label, True)
         )
+        for replay in letter.replays:
+            at = replay.finished_at or replay.sent_at or replay.requested_at
+            left = f"left: {_percent(at, axis):.2f}%"
+            label = f"replay of dead letter {letter.id} · {replay.state.replace('_', ' ')}"
+            marks[letter.system].append(
+                Mark("replay", f"dead-letter-{letter.id}", left, label, replay.state == "failed")
+            )
     # Systems in the order the definition meets them, then any others by name.
     order = {
         system: index for index, system in enumerate(step.system.name for step in reversed(steps))

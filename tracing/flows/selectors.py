@@ -57,6 +57,20 @@ class RecordRow:
 
 
 @dataclass(slots=True)
+class ReplayRow:
+    """A replay of one of the flow's dead letters: its safety verdict and outcome."""
+
+    id: str
+    dead_letter_id: int
+    state: str
+    verdict: dict[str, Any]
+    requested_at: datetime
+    sent_at: datetime | None
+    finished_at: datetime | None
+    outcome: str
+
+
+@dataclass(slots=True)
 class DeadLetterRow:
     id: int
     message_id: str
@@ -68,6 +82,7 @@ class DeadLetterRow:
     first_failed_at: datetime
     last_failed_at: datetime
     transport: str
+    replays: list[ReplayRow] = field(default_factory=list)
 
     def fact(self) -> Fact:
         return Fact(
@@ -263,11 +278,30 @@ def _dead_letters_assign(cursor: Any, flows: dict[str, FlowFacts]) -> None:
         """,
         [list(flows), list(messages)],
     )
+    letters = {}
     for row in cursor.fetchall():
         letter = DeadLetterRow(*row)
         flow = flows.get(letter.correlation_id or "") or messages.get(letter.message_id)
         if flow is not None:
             flow.dead_letters.append(letter)
+            letters[letter.id] = letter
+    _replays_assign(cursor, letters)
+
+
+def _replays_assign(cursor: Any, letters: dict[int, DeadLetterRow]) -> None:
+    if not letters:
+        return
+    cursor.execute(
+        """
+        SELECT id, dead_letter_id, state, verdict, requested_at, sent_at, finished_at, outcome
+        FROM replay_replayattempt WHERE dead_letter_id = ANY(%s) ORDER BY requested_at
+        """,
+        [list(letters)],
+    )
+    for row in cursor.fetchall():
+        replay = ReplayRow(str(row[0]), *row[1:])
+        replay.verdict = json_value(replay.verdict)
+        letters[replay.dead_letter_id].replays.append(replay)
 
 
 @dataclass

@@ -1,0 +1,257 @@
+"""Dead letters and replays for scripts: everything an operator does in the console."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from uuid import UUID
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from console.access import Capability, capabilities_of
+from replay.models import ReplayAttempt
+from replay.payloads import payload_diff
+from replay.services import (
+    ReplayOrder,
+    ReplayRefused,
+    dead_letter_close,
+    replay_confirm_delivered,
+    replay_decide,
+    replay_preview,
+    replay_request,
+)
+from tracing.flows.masking import headers_shown, payload_shown
+from tracing.ingest.models import DeadLetter
+
+
+def refusal(refused: ReplayRefused) -> Response:
+    return Response({"detail": refused.message, "current": refused.current}, status=refused.status)
+
+
+class ReplaySerializer(serializers.ModelSerializer[ReplayAttempt]):
+    requested_by = serializers.CharField(source="requested_by.username", default=None)
+    decided_by = serializers.CharField(source="decided_by.username", default=None)
+    diff = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ReplayAttempt
+        fields = [
+            "id", "dead_letter", "dead_letter_version", "state", "verdict", "address", "redirected", "repaired",
+            "idempotency_key", "reason", "requested_by", "requested_at", "decided_by", "decided_at",
+            "decision_reason", "sent_at", "finished_at", "outcome", "outcome_status", "diff",
+        ]  # fmt: skip
+
+    def get_diff(self, attempt: ReplayAttempt) -> str:
+        if not attempt.repaired:
+            return ""
+        return payload_diff(bytes(attempt.dead_letter.payload), bytes(attempt.payload))
+
+
+class DeadLetterSerializer(serializers.ModelSerializer[DeadLetter]):
+    class Meta:
+        model = DeadLetter
+        fields = [
+            "id", "sender", "message_id", "correlation_id", "system", "transport", "destination", "content_type",
+            "error", "attempts", "first_failed_at", "last_failed_at", "state", "version",
+        ]  # fmt: skip
+
+
+class DeadLetterFilter(serializers.Serializer[dict[str, Any]]):
+    system = serializers.CharField(max_length=50, required=False)
+    state = serializers.ChoiceField(choices=DeadLetter.State.choices, required=False)
+    error = serializers.CharField(max_length=200, required=False)
+    since = serializers.DateTimeField(required=False)
+
+
+@extend_schema(parameters=[DeadLetterFilter])
+class DeadLetterList(generics.ListAPIView[DeadLetter]):
+    """Dead letters, newest failure first; filter by system, state, error text, failed since."""
+
+    serializer_class = DeadLetterSerializer
+
+    def get_queryset(self) -> QuerySet[DeadLetter]:
+        given = DeadLetterFilter(data=self.request.query_params)
+        given.is_valid(raise_exception=True)
+        wanted = given.validated_data
+        letters = DeadLetter.objects.order_by("-last_failed_at", "-id")
+        if "system" in wanted:
+            letters = letters.filter(system=wanted["system"])
+        if "state" in wanted:
+            letters = letters.filter(state=wanted["state"])
+        if "error" in wanted:
+            letters = letters.filter(error__icontains=wanted["error"])
+        if "since" in wanted:
+            letters = letters.filter(last_failed_at__gte=wanted["since"])
+        return letters
+
+
+class DeadLetterDetail(APIView):
+    """One dead letter: payload (masked for support), headers, history and every replay."""
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, dead_letter_id: int) -> Response:
+        dead_letter = DeadLetter.objects.filter(id=dead_letter_id).first()
+        if dead_letter is None:
+            raise NotFound(f"No dead letter has the ID {dead_letter_id}.")
+        unmasked = Capability.VIEW_UNMASKED in capabilities_of(request.user)
+        shown = payload_shown(
+            bytes(dead_letter.payload), dead_letter.content_type, unmasked=unmasked
+        )
+        replays = (
+            ReplayAttempt.objects.filter(dead_letter=dead_letter)
+            .select_related("requested_by", "decided_by")
+            .order_by("-requested_at")
+        )
+        return Response({
+            **DeadLetterSerializer(dead_letter).data,
+            "payload": shown.text if shown else None, "payload_masked": bool(shown and shown.masked),
+            "payload_note": shown.note if shown else "",
+            "headers": headers_shown(dead_letter.headers, unmasked=unmasked), "history": dead_letter.history,
+            "replays": ReplaySerializer(replays, many=True).data,
+        })  # fmt: skip
+
+
+class ReplayInput(serializers.Serializer[dict[str, Any]]):
+    version = serializers.IntegerField(help_text="The dead letter's version you saw.")
+    payload = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="A repaired payload."
+    )
+    payload_encoding = serializers.ChoiceField(choices=["utf-8", "base64"], default="utf-8")
+    headers = serializers.DictField(required=False)
+    destination = serializers.DictField(required=False, help_text="Another allowed destination.")
+    to_exchange = serializers.BooleanField(default=False)
+    reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
+    confirm_stale = serializers.BooleanField(default=False)
+    dry_run = serializers.BooleanField(default=False)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if "payload" in data and data["payload_encoding"] == "base64":
+            try:
+                data["payload"] = base64.b64decode(data["payload"], validate=True)
+            except (binascii.Error, ValueError):
+                raise serializers.ValidationError({"payload": "not valid base64"}) from None
+        elif "payload" in data:
+            data["payload"] = data["payload"].encode()
+        return data
+
+
+class DeadLetterReplay(APIView):
+    """Replay a dead letter (optionally repaired or redirected); `dry_run` shows the request only."""
+
+    @extend_schema(request=ReplayInput, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request, dead_letter_id: int) -> Response:
+        given = ReplayInput(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        order = ReplayOrder(
+            dead_letter_id=dead_letter_id, version_seen=data["version"], payload=data.get("payload"),
+            headers=data.get("headers"), destination=data.get("destination"), to_exchange=data["to_exchange"],
+            reason=data["reason"], confirm_stale=data["confirm_stale"],
+        )  # fmt: skip
+        try:
+            if data["dry_run"]:
+                return Response(replay_preview(order=order))
+            attempt = replay_request(
+                order=order, actor=request.user, now=timezone.now(), request=request
+            )
+        except ReplayRefused as refused:
+            return refusal(refused)
+        return Response(ReplaySerializer(attempt).data, status=202)
+
+
+class Closing(serializers.Serializer[dict[str, Any]]):
+    version = serializers.IntegerField()
+    reason = serializers.CharField(max_length=2000)
+
+
+def _close(request: Request, dead_letter_id: int, state: str) -> Response:
+    given = Closing(data=request.data)
+    given.is_valid(raise_exception=True)
+    try:
+        dead_letter = dead_letter_close(
+            dead_letter_id=dead_letter_id, version_seen=given.validated_data["version"], state=state,
+            reason=given.validated_data["reason"], actor=request.user, now=timezone.now(), request=request,
+        )  # fmt: skip
+    except ReplayRefused as refused:
+        return refusal(refused)
+    return Response(DeadLetterSerializer(dead_letter).data)
+
+
+class DeadLetterResolve(APIView):
+    """Mark a dead letter dealt with (outside Tideline), with a reason."""
+
+    @extend_schema(request=Closing, responses=DeadLetterSerializer)
+    def post(self, request: Request, dead_letter_id: int) -> Response:
+        return _close(request, dead_letter_id, DeadLetter.State.RESOLVED)
+
+
+class DeadLetterDiscard(APIView):
+    """Mark a dead letter as never to be sent, with a reason."""
+
+    @extend_schema(request=Closing, responses=DeadLetterSerializer)
+    def post(self, request: Request, dead_letter_id: int) -> Response:
+        return _close(request, dead_letter_id, DeadLetter.State.DISCARDED)
+
+
+class ReplayDetail(generics.RetrieveAPIView[ReplayAttempt]):
+    """One replay attempt: its verdict, who asked and decided, and its outcome."""
+
+    serializer_class = ReplaySerializer
+    queryset = ReplayAttempt.objects.select_related("dead_letter", "requested_by", "decided_by")
+    lookup_url_kwarg = "replay_id"
+
+
+class Decision(serializers.Serializer[dict[str, Any]]):
+    reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
+
+
+class ReplayApprove(APIView):
+    """A second operator approves a replay waiting for approval: it is sent."""
+
+    @extend_schema(request=Decision, responses=ReplaySerializer)
+    def post(self, request: Request, replay_id: UUID) -> Response:
+        return _decide(request, str(replay_id), approve=True)
+
+
+class ReplayReject(APIView):
+    """A second operator rejects a replay waiting for approval, with a reason: it is never sent."""
+
+    @extend_schema(request=Decision, responses=ReplaySerializer)
+    def post(self, request: Request, replay_id: UUID) -> Response:
+        return _decide(request, str(replay_id), approve=False)
+
+
+def _decide(request: Request, replay_id: str, *, approve: bool) -> Response:
+    given = Decision(data=request.data)
+    given.is_valid(raise_exception=True)
+    try:
+        attempt = replay_decide(
+            attempt_id=replay_id, approve=approve, actor=request.user, reason=given.validated_data["reason"],
+            now=timezone.now(), request=request,
+        )  # fmt: skip
+    except ReplayRefused as refused:
+        return refusal(refused)
+    return Response(ReplaySerializer(attempt).data)
+
+
+class ReplayConfirmDelivered(APIView):
+    """The operator checked the target: an in-doubt replay did arrive."""
+
+    @extend_schema(request=None, responses=ReplaySerializer)
+    def post(self, request: Request, replay_id: UUID) -> Response:
+        try:
+            attempt = replay_confirm_delivered(
+                attempt_id=str(replay_id), actor=request.user, now=timezone.now(), request=request
+            )
+        except ReplayRefused as refused:
+            return refusal(refused)
+        return Response(ReplaySerializer(attempt).data)

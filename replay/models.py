@@ -1,0 +1,122 @@
+"""Replays: the database is the queue of record.
+
+A replay attempt is a row; a worker claims it with a conditional update, so however often a
+task runs, one attempt is sent at most once. At most one attempt per dead letter is open
+(a partial unique index), so twenty clicks make one attempt.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Now
+
+from tracing.ingest.models import DeadLetter
+
+
+class Destination(models.Model):
+    """A target replays may reach, as an address prefix, and what it promises.
+
+    `http://wms.internal/`, `amqp://broker/%2F/queue/orders`, `redis://cache/0/stream/stock`:
+    a replay's destination must start with one of these (or with a prefix from
+    TIDELINE_REPLAY_ALLOWED_DESTINATIONS, which promise nothing).
+    """
+
+    address_prefix = models.CharField(max_length=500, unique=True)
+    # The target drops a message whose Idempotency-Key it has seen: a replay cannot double it.
+    deduplicates = models.BooleanField(default=False)
+    # Receiving the message does something outside (a payment, an e-mail, a stock level).
+    side_effects = models.BooleanField(default=True)
+    requires_approval = models.BooleanField(default=False)
+    note = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return self.address_prefix
+
+
+class ApprovalRule(models.Model):
+    """Replays for this system or flow definition need a second operator's approval."""
+
+    class Scope(models.TextChoices):
+        SYSTEM = "system"
+        DEFINITION = "definition"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "name"], name="approval_rule_once")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.name}"
+
+
+OPEN_STATES = ("pending_approval", "queued", "sending")
+
+
+class ReplayAttempt(models.Model):
+    class State(models.TextChoices):
+        PENDING_APPROVAL = "pending_approval"
+        QUEUED = "queued"
+        SENDING = "sending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        IN_DOUBT = "in_doubt"  # may have arrived: never resent automatically
+        REJECTED = "rejected"
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    dead_letter = models.ForeignKey(DeadLetter, on_delete=models.PROTECT, related_name="replays")
+    dead_letter_version = models.IntegerField()  # the version the operator saw
+    # Exactly what is (or was) sent: the stored payload or the operator's repair of it.
+    payload = models.BinaryField()
+    payload_digest = models.BinaryField(max_length=32)
+    repaired = models.BooleanField(default=False)
+    headers = models.JSONField(default=dict)
+    content_type = models.TextField(blank=True)
+    transport = models.CharField(max_length=10)
+    destination = models.JSONField()
+    address = models.TextField()
+    redirected = models.BooleanField(default=False)
+    to_exchange = models.BooleanField(default=False)
+    # Stable per dead letter and payload: a deduplicating target drops a second arrival.
+    idempotency_key = models.CharField(max_length=80)
+    verdict = models.JSONField(default=dict)
+    state = models.CharField(max_length=20, choices=State.choices)
+    reason = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    requested_at = models.DateTimeField(db_default=Now())
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True)
+    decision_reason = models.TextField(blank=True)
+    lease_until = models.DateTimeField(null=True)
+    sent_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+    outcome = models.TextField(blank=True)
+    outcome_status = models.IntegerField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dead_letter"],
+                condition=models.Q(state__in=OPEN_STATES),
+                name="replay_one_open_attempt",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["state", "lease_until"],
+                condition=models.Q(state__in=["queued", "sending"]),
+                name="replay_open",
+            ),
+            models.Index(fields=["dead_letter", "-requested_at"], name="replay_of_dead_letter"),
+        ]
+
+    def __str__(self) -> str:
+        return f"replay {self.id} of {self.dead_letter_id} ({self.state})"

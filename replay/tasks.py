@@ -1,0 +1,18 @@
+"""Celery tasks of replay: they carry only an attempt's ID; the row says what to do."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+from replay.services import replay_send, replays_sweep
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def replay_send_task(attempt_id: str) -> str:
+    return replay_send(attempt_id=attempt_id, now=timezone.now())
+
+
+@shared_task(ignore_result=True)
+def replays_sweep_task() -> dict[str, int]:
+    return replays_sweep(now=timezone.now())

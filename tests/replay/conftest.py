@@ -1,0 +1,87 @@
+"""Replay tests: a real HTTP receiver standing in for the target, and a real Celery worker."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.processes import celery_worker
+
+REPLAY_TIMEOUT_SECONDS = 2
+
+
+@dataclass
+class Receiver:
+    """A target that records every delivery; `behaviour` decides its answer."""
+
+    url: str
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    behaviour: str = "ok"  # ok | unavailable | hang
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_for(self, count: int, seconds: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and len(self.deliveries) < count:
+            time.sleep(0.05)
+        return self.deliveries
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with receiver.lock:
+                receiver.deliveries.append({
+                    "path": self.path, "headers": dict(self.headers.items()), "body": body,
+                    "sha256": hashlib.sha256(body).hexdigest(),
+                })  # fmt: skip
+            if receiver.behaviour == "hang":
+                time.sleep(REPLAY_TIMEOUT_SECONDS * 3)
+            status = 503 if receiver.behaviour == "unavailable" else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    target = Receiver(url="")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(target))
+    target.url = f"http://127.0.0.1:{server.server_address[1]}/in"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield target
+    server.shutdown()
+
+
+@pytest.fixture
+def worker(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """Start (or restart) a real Celery worker with beat; all stopped at the end."""
+    started: list[Any] = []
+
+    def start() -> Any:
+        process = celery_worker(
+            str(tmp_path / "beat-schedule"), concurrency=2,
+            env={"TIDELINE_REPLAY_TIMEOUT_SECONDS": str(REPLAY_TIMEOUT_SECONDS)},
+        )  # fmt: skip
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
