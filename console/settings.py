@@ -133,6 +133,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "tracing.ingest.tasks.sender_activity_forget_task",
         "schedule": 3600.0,
     },
+    "bulk-replays-sweep": {
+        "task": "replay.tasks.bulk_replays_sweep_task",
+        "schedule": 10.0,
+        "options": {"expires": 10.0},
+    },
     "replays-sweep": {
         "task": "replay.tasks.replays_sweep_task",
         "schedule": 10.0,

@@ -18,7 +18,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from console.access import Capability, capabilities_of
-from replay.models import ReplayAttempt
+from replay.bulk import (
+    Selection,
+    bulk_replay_control,
+    bulk_replay_counts,
+    bulk_replay_create,
+    bulk_replay_preview,
+)
+from replay.models import BulkReplay, ReplayAttempt
 from replay.payloads import payload_diff
 from replay.services import (
     ReplayOrder,
@@ -255,3 +262,90 @@ class ReplayConfirmDelivered(APIView):
         except ReplayRefused as refused:
             return refusal(refused)
         return Response(ReplaySerializer(attempt).data)
+
+
+class BulkSelection(serializers.Serializer[dict[str, Any]]):
+    system = serializers.CharField(max_length=50, required=False, default="", allow_blank=True)
+    error = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    since = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    until = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    rate_per_second = serializers.FloatField(min_value=0, default=0)
+    include_stale = serializers.BooleanField(default=False)
+    reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
+    preview = serializers.BooleanField(default=False, help_text="Only count; start nothing.")
+
+
+class BulkReplaySerializer(serializers.ModelSerializer[BulkReplay]):
+    requested_by = serializers.CharField(source="requested_by.username", default=None)
+    decided_by = serializers.CharField(source="decided_by.username", default=None)
+    counts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BulkReplay
+        fields = [
+            "id", "selection", "rate_per_second", "include_stale", "state", "reason", "matched", "requested_by",
+            "decided_by", "created_at", "finished_at", "counts",
+        ]  # fmt: skip
+
+    def get_counts(self, job: BulkReplay) -> dict[str, int]:
+        return bulk_replay_counts(job)
+
+
+class BulkReplayList(generics.ListAPIView[BulkReplay]):
+    """Bulk replays, newest first. POST starts one (or, with `preview`, only counts)."""
+
+    serializer_class = BulkReplaySerializer
+    queryset = BulkReplay.objects.select_related("requested_by", "decided_by").order_by(
+        "-created_at"
+    )
+
+    @extend_schema(request=BulkSelection, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request) -> Response:
+        given = BulkSelection(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        selection = Selection(
+            system=data["system"], error=data["error"], since=data["since"], until=data["until"]
+        )
+        if data["preview"]:
+            return Response(
+                bulk_replay_preview(selection=selection, include_stale=data["include_stale"])
+            )
+        try:
+            job = bulk_replay_create(
+                selection=selection, rate_per_second=data["rate_per_second"], include_stale=data["include_stale"],
+                reason=data["reason"], actor=request.user, now=timezone.now(), request=request,
+            )  # fmt: skip
+        except ReplayRefused as refused:
+            return refusal(refused)
+        return Response(BulkReplaySerializer(job).data, status=201)
+
+
+class BulkReplayDetail(generics.RetrieveAPIView[BulkReplay]):
+    """One bulk replay with its counts: sent, failed, in doubt, skipped, waiting."""
+
+    serializer_class = BulkReplaySerializer
+    queryset = BulkReplay.objects.select_related("requested_by", "decided_by")
+    lookup_url_kwarg = "bulk_id"
+
+
+def bulk_control_view(action: str) -> Any:
+    class BulkControl(APIView):
+        @extend_schema(
+            request=Decision, responses=BulkReplaySerializer, operation_id=f"bulk_replay_{action}"
+        )
+        def post(self, request: Request, bulk_id: UUID) -> Response:
+            given = Decision(data=request.data)
+            given.is_valid(raise_exception=True)
+            try:
+                job = bulk_replay_control(
+                    job_id=str(bulk_id), action=action, actor=request.user, now=timezone.now(),
+                    reason=given.validated_data["reason"], request=request,
+                )  # fmt: skip
+            except ReplayRefused as refused:
+                return refusal(refused)
+            return Response(BulkReplaySerializer(job).data)
+
+    BulkControl.__doc__ = f"{action.capitalize()} a bulk replay."
+    BulkControl.__name__ = f"BulkReplay{action.capitalize()}"
+    return BulkControl.as_view()

@@ -56,6 +56,45 @@ class ApprovalRule(models.Model):
 OPEN_STATES = ("pending_approval", "queued", "sending")
 
 
+class BulkReplay(models.Model):
+    """Many dead letters replayed by filter, in chunks driven from this row, at a rate.
+
+    The driver task holds a lease on the row while it takes a chunk; a beat sweeper restarts
+    a job whose driver died. Each dead letter becomes a replay attempt of this job (or a
+    skipped one, with the reason), created with the cursor in one transaction.
+    """
+
+    class State(models.TextChoices):
+        PENDING_APPROVAL = "pending_approval"
+        RUNNING = "running"
+        PAUSED = "paused"
+        CANCELLED = "cancelled"
+        REJECTED = "rejected"
+        DONE = "done"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # {"system": "WMS", "error": "503", "since": iso, "until": iso, "states": ["new"]}
+    selection = models.JSONField()
+    rate_per_second = models.FloatField(default=0)  # 0: as fast as the workers go
+    include_stale = models.BooleanField(default=False)
+    state = models.CharField(max_length=20, choices=State.choices)
+    reason = models.TextField(blank=True)
+    matched = models.IntegerField(default=0)
+    cursor = models.BigIntegerField(default=0)  # the highest dead letter ID taken so far
+    lease_until = models.DateTimeField(null=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(db_default=Now())
+    finished_at = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"bulk replay {self.id} ({self.state})"
+
+
 class ReplayAttempt(models.Model):
     class State(models.TextChoices):
         PENDING_APPROVAL = "pending_approval"
@@ -66,9 +105,13 @@ class ReplayAttempt(models.Model):
         IN_DOUBT = "in_doubt"  # may have arrived: never resent automatically
         REJECTED = "rejected"
         CANCELLED = "cancelled"
+        SKIPPED = "skipped"  # a bulk job passed it over: the verdict says why
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     dead_letter = models.ForeignKey(DeadLetter, on_delete=models.PROTECT, related_name="replays")
+    bulk = models.ForeignKey(
+        BulkReplay, on_delete=models.PROTECT, null=True, blank=True, related_name="attempts"
+    )
     dead_letter_version = models.IntegerField()  # the version the operator saw
     # Exactly what is (or was) sent: the stored payload or the operator's repair of it.
     payload = models.BinaryField()
@@ -116,6 +159,7 @@ class ReplayAttempt(models.Model):
                 name="replay_open",
             ),
             models.Index(fields=["dead_letter", "-requested_at"], name="replay_of_dead_letter"),
+            models.Index(fields=["bulk", "state"], name="replay_of_bulk"),
         ]
 
     def __str__(self) -> str:

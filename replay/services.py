@@ -88,7 +88,7 @@ def replay_request(
     with transaction.atomic():
         dead_letter = _dead_letter_locked(order.dead_letter_id)
         _refuse_unless_replayable(dead_letter, order)
-        attempt = _attempt_new(dead_letter, order, actor)
+        attempt = attempt_new(dead_letter, order, actor)
         _refuse_unsafe(attempt, order)
         try:
             with transaction.atomic():
@@ -97,14 +97,14 @@ def replay_request(
             raise ReplayRefused(
                 409, "A replay of this dead letter is already in progress."
             ) from None
-        _dead_letter_moved(dead_letter, DeadLetter.State.REPLAY_REQUESTED, now)
+        dead_letter_moved(dead_letter, DeadLetter.State.REPLAY_REQUESTED, now)
         journal_append(
             actor=actor, action="replay.request", subject=f"dead_letter:{dead_letter.id}", request=request,
             details={"attempt": str(attempt.id), "state": attempt.state, "verdict": attempt.verdict,
                      "repaired": attempt.repaired, "address": attempt.address, "reason": order.reason},
         )  # fmt: skip
         if attempt.state == ReplayAttempt.State.QUEUED:
-            _send_after_commit(attempt)
+            send_after_commit(attempt)
     return attempt
 
 
@@ -113,7 +113,7 @@ def replay_preview(*, order: ReplayOrder) -> dict[str, Any]:
     dead_letter = DeadLetter.objects.filter(id=order.dead_letter_id).first()
     if dead_letter is None:
         raise ReplayRefused(404, f"No dead letter has the ID {order.dead_letter_id}.")
-    attempt = _attempt_new(dead_letter, order, None)
+    attempt = attempt_new(dead_letter, order, None)
     return {"request": transports.request_preview(delivery_of(attempt)), "verdict": attempt.verdict}
 
 
@@ -144,7 +144,7 @@ def _refuse_unless_replayable(dead_letter: DeadLetter, order: ReplayOrder) -> No
         )
 
 
-def _attempt_new(dead_letter: DeadLetter, order: ReplayOrder, actor: Actor) -> ReplayAttempt:
+def attempt_new(dead_letter: DeadLetter, order: ReplayOrder, actor: Actor) -> ReplayAttempt:
     payload = bytes(dead_letter.payload) if order.payload is None else order.payload
     headers = dead_letter.headers if order.headers is None else order.headers
     if order.payload is not None:
@@ -225,7 +225,7 @@ def _payload_schema(dead_letter: DeadLetter) -> dict[str, Any] | None:
     return step.payload_schema if step is not None else None
 
 
-def _dead_letter_moved(dead_letter: DeadLetter, state: str, now: datetime) -> None:
+def dead_letter_moved(dead_letter: DeadLetter, state: str, now: datetime) -> None:
     """Every change bumps the version, so a request made on an older view is refused."""
     dead_letter.state, dead_letter.version, dead_letter.updated_at = (
         state,
@@ -237,7 +237,7 @@ def _dead_letter_moved(dead_letter: DeadLetter, state: str, now: datetime) -> No
         FlowTouch.objects.create(correlation_id=dead_letter.correlation_id)
 
 
-def _send_after_commit(attempt: ReplayAttempt) -> None:
+def send_after_commit(attempt: ReplayAttempt) -> None:
     from replay.tasks import replay_send_task
 
     attempt_id = str(attempt.id)
@@ -269,7 +269,7 @@ def replay_decide(
         attempt.finished_at = None if approve else now
         attempt.save()
         if not approve:
-            _dead_letter_moved(
+            dead_letter_moved(
                 _dead_letter_locked(attempt.dead_letter_id), DeadLetter.State.NEW, now
             )
         journal_append(
@@ -278,7 +278,7 @@ def replay_decide(
             details={"attempt": str(attempt.id), "reason": reason},
         )  # fmt: skip
         if approve:
-            _send_after_commit(attempt)
+            send_after_commit(attempt)
     return attempt
 
 
@@ -328,7 +328,7 @@ def replay_outcome_record(*, attempt_id: str, outcome: transports.Outcome, now: 
         dead_letter = _dead_letter_locked(attempt.dead_letter_id)
         if attempt_state == ReplayAttempt.State.FAILED and failed_twice_alike(dead_letter):
             letter_state = DeadLetter.State.POISON
-        _dead_letter_moved(dead_letter, letter_state, now)
+        dead_letter_moved(dead_letter, letter_state, now)
         journal_append(actor=WORKER, action="replay.outcome", subject=f"dead_letter:{dead_letter.id}",
                        details={"attempt": attempt_id, "state": attempt_state, "detail": outcome.detail,
                                 "status": outcome.status})  # fmt: skip
@@ -348,7 +348,7 @@ def replay_confirm_delivered(
         attempt.state, attempt.decided_at = ReplayAttempt.State.DELIVERED, now
         attempt.decided_by = actor if isinstance(actor, User) else None
         attempt.save(update_fields=["state", "decided_by", "decided_at"])
-        _dead_letter_moved(
+        dead_letter_moved(
             _dead_letter_locked(attempt.dead_letter_id), DeadLetter.State.REPLAYED, now
         )
         journal_append(actor=actor, action="replay.confirm_delivered", request=request,
@@ -403,7 +403,7 @@ def dead_letter_close(
             raise ReplayRefused(
                 409, "The dead letter changed since you saw it.", dead_letter_current(dead_letter)
             )
-        _dead_letter_moved(dead_letter, state, now)
+        dead_letter_moved(dead_letter, state, now)
         journal_append(actor=actor, action=f"dead_letter.{'resolve' if state == 'resolved' else 'discard'}",
                        subject=f"dead_letter:{dead_letter.id}", details={"reason": reason}, request=request)  # fmt: skip
     return dead_letter

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from replay.bulk import bulk_replay_step, bulk_replays_sweep
 from replay.services import replay_send, replays_sweep
 
 
@@ -16,3 +17,13 @@ def replay_send_task(attempt_id: str) -> str:
 @shared_task(ignore_result=True)
 def replays_sweep_task() -> dict[str, int]:
     return replays_sweep(now=timezone.now())
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def bulk_replay_step_task(job_id: str) -> str:
+    return bulk_replay_step(job_id=job_id, now=timezone.now())
+
+
+@shared_task(ignore_result=True)
+def bulk_replays_sweep_task() -> int:
+    return bulk_replays_sweep(now=timezone.now())

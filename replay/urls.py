@@ -42,4 +42,16 @@ urlpatterns = [
         api.ReplayConfirmDelivered.as_view(),
         name="api-replay-confirm-delivered",
     ),
+    path("api/v1/bulk-replays", api.BulkReplayList.as_view(), name="api-bulk-replays"),
+    path(
+        "api/v1/bulk-replays/<uuid:bulk_id>", api.BulkReplayDetail.as_view(), name="api-bulk-replay"
+    ),
+    *[
+        path(
+            f"api/v1/bulk-replays/<uuid:bulk_id>/{action}",
+            api.bulk_control_view(action),
+            name=f"api-bulk-replay-{action}",
+        )
+        for action in ("pause", "resume", "cancel", "approve", "reject")
+    ],
 ]

@@ -11,8 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from django.contrib.auth.models import User
 
+from console.access import Role
+from console.services import api_token_create, ingest_token_create
 from tests.processes import celery_worker
 
 REPLAY_TIMEOUT_SECONDS = 2
@@ -75,7 +79,10 @@ def worker(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[[], Any]]
     def start() -> Any:
         process = celery_worker(
             str(tmp_path / "beat-schedule"), concurrency=2,
-            env={"TIDELINE_REPLAY_TIMEOUT_SECONDS": str(REPLAY_TIMEOUT_SECONDS)},
+            env={
+                "TIDELINE_REPLAY_TIMEOUT_SECONDS": str(REPLAY_TIMEOUT_SECONDS),
+                "TIDELINE_REPLAY_ALLOWED_DESTINATIONS": "http://127.0.0.1:",
+            },
         )  # fmt: skip
         started.append(process)
         return process
@@ -85,3 +92,31 @@ def worker(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[[], Any]]
         if process.poll() is None:
             process.terminate()
             process.wait(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def allowed(settings: Any) -> None:
+    settings.TIDELINE_REPLAY_ALLOWED_DESTINATIONS = ["http://127.0.0.1:"]
+
+
+@pytest.fixture
+def sender(live_server: Any, transactional_db: Any) -> httpx.Client:
+    token = ingest_token_create(sender="runtime-prod", systems=[], actor="test").secret
+    return httpx.Client(
+        base_url=live_server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+
+
+@pytest.fixture
+def operators(live_server: Any, make_user: Callable[..., User]) -> list[httpx.Client]:
+    """Two operators with personal tokens, talking to the console over real HTTP."""
+    clients = []
+    for name in ("olga", "oskar"):
+        user = make_user(Role.OPERATOR, username=name)
+        secret = api_token_create(user=user, name="script").secret
+        clients.append(
+            httpx.Client(
+                base_url=live_server.url, headers={"Authorization": f"Token {secret}"}, timeout=30
+            )
+        )
+    return clients

@@ -7,73 +7,19 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
-import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
 from console.access import Role
 from console.models import JournalEntry
-from console.services import api_token_create, ingest_token_create
+from console.services import api_token_create
 from replay.models import ApprovalRule, Destination, ReplayAttempt
 from tests.replay.conftest import Receiver
-from tracing.ingest.models import DeadLetter
-
-NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture(autouse=True)
-def allowed(settings: Any) -> None:
-    settings.TIDELINE_REPLAY_ALLOWED_DESTINATIONS = ["http://127.0.0.1:"]
-
-
-@pytest.fixture
-def sender(live_server: Any, transactional_db: Any) -> httpx.Client:
-    token = ingest_token_create(sender="runtime-prod", systems=[], actor="test").secret
-    return httpx.Client(
-        base_url=live_server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
-
-
-@pytest.fixture
-def operators(live_server: Any, make_user: Callable[..., User]) -> list[httpx.Client]:
-    """Two operators with personal tokens, talking to the console over real HTTP."""
-    clients = []
-    for name in ("olga", "oskar"):
-        user = make_user(Role.OPERATOR, username=name)
-        secret = api_token_create(user=user, name="script").secret
-        clients.append(
-            httpx.Client(
-                base_url=live_server.url, headers={"Authorization": f"Token {secret}"}, timeout=30
-            )
-        )
-    return clients
-
-
-def dead_letter(sender: httpx.Client, url: str, **fields: Any) -> DeadLetter:
-    letter = {
-        "message_id": f"msg-{time.monotonic_ns()}", "correlation_id": "4711", "system": "QMS",
-        "transport": "http", "url": url, "headers": {"content-type": "application/json", "x-source": "mes"},
-        "payload": '{"order": "4711", "certificate": "C-1"}', "content_type": "application/json",
-        "error": "HTTP 503 from QMS", "attempts": 5, "last_failed_at": (NOW - timedelta(minutes=5)).isoformat(),
-        **fields,
-    }  # fmt: skip
-    response = sender.post("/ingest/v1/dead-letters", json=letter)
-    assert response.status_code == 200, response.text
-    return DeadLetter.objects.get(message_id=letter["message_id"])
-
-
-def deduplicating(receiver: Receiver, **promises: Any) -> None:
-    Destination.objects.create(address_prefix=receiver.url, deduplicates=True, **promises)
-
-
-def replay(client: httpx.Client, letter: DeadLetter, **fields: Any) -> httpx.Response:
-    return client.post(
-        f"/api/v1/dead-letters/{letter.id}/replay", json={"version": letter.version, **fields}
-    )
+from tests.replay.world import NOW, dead_letter, deduplicating, replay, wait_until
 
 
 def test_twenty_concurrent_replays_reach_the_target_once(
@@ -117,7 +63,7 @@ def test_twenty_concurrent_replays_reach_the_target_once(
         == 1
     )
     # The flow shows the replay and answers "can it be replayed safely?" from its verdict.
-    _wait_until(lambda: _first_replay_state(operators[0]) == "delivered")
+    wait_until(lambda: _first_replay_state(operators[0]) == "delivered")
     browser = Client()
     browser.force_login(User.objects.get(username="olga"))
     page = browser.get("/flows/4711").content.decode()
@@ -144,7 +90,7 @@ def test_a_hanging_target_leaves_the_replay_in_doubt_never_resent(
     first = replay(operators[0], letter)
     assert first.status_code == 202, first.text
     attempt = ReplayAttempt.objects.get()
-    _wait_until(lambda: ReplayAttempt.objects.get(id=attempt.id).state == "in_doubt")
+    wait_until(lambda: ReplayAttempt.objects.get(id=attempt.id).state == "in_doubt")
     time.sleep(3)
     assert len(receiver.deliveries) == 1, "an in-doubt replay is never resent by itself"
     letter.refresh_from_db()
@@ -174,7 +120,7 @@ def test_the_operator_confirms_an_in_doubt_replay_delivered(
     receiver.behaviour = "hang"
     letter = dead_letter(sender, receiver.url)
     attempt_id = replay(operators[0], letter).json()["id"]
-    _wait_until(lambda: ReplayAttempt.objects.get(id=attempt_id).state == "in_doubt")
+    wait_until(lambda: ReplayAttempt.objects.get(id=attempt_id).state == "in_doubt")
     confirmed = operators[1].post(f"/api/v1/replays/{attempt_id}/confirm-delivered")
     assert confirmed.status_code == 200 and confirmed.json()["state"] == "delivered"
     letter.refresh_from_db()
@@ -374,15 +320,6 @@ def test_a_dry_run_shows_the_exact_request_and_sends_nothing(
     assert headers["idempotency-key"].startswith("tl-")
     assert request["body"] == '{"order": "4711", "certificate": "C-1"}'
     assert not ReplayAttempt.objects.exists() and receiver.deliveries == []
-
-
-def _wait_until(condition: Callable[[], bool], seconds: float = 40) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("the condition did not hold in time")
 
 
 def test_an_admin_declares_a_destination_and_it_is_journaled(

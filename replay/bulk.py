@@ -1,0 +1,316 @@
+"""Bulk replay: a filter, a preview, one approval, then chunks driven from the database.
+
+`bulk_replay_step` is the driver: it leases the job row, takes the next chunk of matching
+dead letters after the job's cursor, turns each into a queued replay attempt (or a skipped
+one with its reason) and advances the cursor in the same transaction, then queues the sends
+and schedules itself again. A killed worker leaves either the whole chunk or none of it;
+each attempt is still claimed before it is sent, so nothing goes out twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Count, Q, QuerySet
+
+from console.services import journal_append
+from replay.models import OPEN_STATES, BulkReplay, ReplayAttempt
+from replay.services import (
+    ReplayOrder,
+    ReplayRefused,
+    attempt_new,
+    dead_letter_moved,
+    send_after_commit,
+)
+from tracing.ingest.models import DeadLetter
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+    from console.services import Actor
+
+CHUNK_WITHOUT_LIMIT = 200
+STALLED_AFTER = timedelta(seconds=20)  # no step for this long: the driver is gone
+PREVIEW_CHECKED = 1000  # the safety check of a preview looks at this many
+# Poison ones are taken too, to be counted as skipped: the operator sees why they stay.
+REPLAYABLE = [DeadLetter.State.NEW, DeadLetter.State.IN_DOUBT, DeadLetter.State.POISON]
+
+
+@dataclass(frozen=True)
+class Selection:
+    system: str = ""
+    error: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "system": self.system, "error": self.error,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }  # fmt: skip
+
+    @classmethod
+    def of(cls, stored: dict[str, Any]) -> Selection:
+        since, until = stored.get("since"), stored.get("until")
+        return cls(
+            system=stored.get("system") or "", error=stored.get("error") or "",
+            since=datetime.fromisoformat(since) if since else None,
+            until=datetime.fromisoformat(until) if until else None,
+        )  # fmt: skip
+
+
+def dead_letters_selected(selection: Selection) -> QuerySet[DeadLetter]:
+    letters = DeadLetter.objects.filter(state__in=REPLAYABLE)
+    if selection.system:
+        letters = letters.filter(system=selection.system)
+    if selection.error:
+        letters = letters.filter(error__icontains=selection.error)
+    if selection.since:
+        letters = letters.filter(last_failed_at__gte=selection.since)
+    if selection.until:
+        letters = letters.filter(last_failed_at__lt=selection.until)
+    return letters.order_by("id")
+
+
+def bulk_replay_preview(*, selection: Selection, include_stale: bool) -> dict[str, Any]:
+    """How many match, and how many of them the safety check would skip (and why)."""
+    letters = dead_letters_selected(selection)
+    matched = letters.count()
+    skipped: dict[str, int] = {}
+    approval = False
+    for dead_letter in letters[:PREVIEW_CHECKED]:
+        verdict = _verdict(dead_letter)
+        reason = _skip_reason(verdict, include_stale)
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+        approval = approval or bool(verdict.get("needs_approval"))
+    return {
+        "matched": matched, "checked": min(matched, PREVIEW_CHECKED), "would_skip": skipped,
+        "needs_approval": approval,
+    }  # fmt: skip
+
+
+def _verdict(dead_letter: DeadLetter) -> dict[str, Any]:
+    try:
+        attempt = attempt_new(dead_letter, ReplayOrder(dead_letter.id, dead_letter.version), None)
+    except ReplayRefused as refused:
+        return {"refused": refused.message}
+    return attempt.verdict
+
+
+def _skip_reason(verdict: dict[str, Any], include_stale: bool) -> str:
+    if verdict.get("refused"):
+        return "not allowed"
+    if verdict.get("already_delivered"):
+        return "already delivered"
+    if verdict.get("poison"):
+        return "poison"
+    if verdict.get("stale") and not include_stale:
+        return "stale"
+    return ""
+
+
+def bulk_replay_create(
+    *, selection: Selection, rate_per_second: float, include_stale: bool, reason: str, actor: Actor,
+    now: datetime, request: HttpRequest | None = None,
+) -> BulkReplay:  # fmt: skip
+    preview = bulk_replay_preview(selection=selection, include_stale=include_stale)
+    if preview["matched"] == 0:
+        raise ReplayRefused(400, "No dead letter waiting for a replay matches this filter.")
+    if rate_per_second < 0:
+        raise ReplayRefused(400, "The rate must be 0 (no limit) or more messages per second.")
+    state = (
+        BulkReplay.State.PENDING_APPROVAL if preview["needs_approval"] else BulkReplay.State.RUNNING
+    )
+    with transaction.atomic():
+        job = BulkReplay.objects.create(
+            selection=selection.as_json(), rate_per_second=rate_per_second, include_stale=include_stale,
+            state=state, reason=reason, matched=preview["matched"],
+            requested_by=actor if isinstance(actor, User) else None,
+        )  # fmt: skip
+        journal_append(actor=actor, action="bulk_replay.create", subject=f"bulk_replay:{job.id}",
+                       details={"selection": job.selection, "preview": preview, "rate": rate_per_second},
+                       request=request)  # fmt: skip
+        if state == BulkReplay.State.RUNNING:
+            _drive_after_commit(job)
+    return job
+
+
+def _drive_after_commit(job: BulkReplay, countdown: float = 0) -> None:
+    from replay.tasks import bulk_replay_step_task
+
+    job_id = str(job.id)
+    transaction.on_commit(lambda: bulk_replay_step_task.apply_async((job_id,), countdown=countdown))
+
+
+def bulk_replay_step(*, job_id: str, now: datetime) -> str:
+    """Take one chunk (see the module's doc); the job's state afterwards."""
+    with transaction.atomic():
+        # The row lock is the driver's lease: a second driver skips, a dead one's lock dies
+        # with its connection.
+        job = BulkReplay.objects.select_for_update(skip_locked=True).filter(id=job_id).first()
+        if job is None:
+            return "driven elsewhere"
+        if job.state != BulkReplay.State.RUNNING:
+            return job.state
+        if job.lease_until and job.lease_until > now:
+            return "not yet"  # the rate's next second has not come
+        chunk = _chunk(job)
+        if not chunk:
+            return _finish_if_drained(job, now)
+        for dead_letter in chunk:
+            _attempt_of_job(job, dead_letter, now)
+        pause = 1.0 if job.rate_per_second else 0.0
+        job.cursor, job.lease_until = chunk[-1].id, now + timedelta(seconds=pause)
+        job.save(update_fields=["cursor", "lease_until"])
+        _drive_after_commit(job, countdown=pause)
+    return job.state
+
+
+def _chunk(job: BulkReplay) -> list[DeadLetter]:
+    size = max(1, int(job.rate_per_second)) if job.rate_per_second else CHUNK_WITHOUT_LIMIT
+    letters = dead_letters_selected(Selection.of(job.selection)).filter(id__gt=job.cursor)
+    return list(letters.select_for_update(skip_locked=True)[:size])
+
+
+def _attempt_of_job(job: BulkReplay, dead_letter: DeadLetter, now: datetime) -> None:
+    order = ReplayOrder(
+        dead_letter.id, dead_letter.version, confirm_stale=job.include_stale, reason=job.reason
+    )
+    try:
+        attempt = attempt_new(dead_letter, order, job.requested_by)
+    except ReplayRefused as refused:
+        attempt = ReplayAttempt(dead_letter=dead_letter, dead_letter_version=dead_letter.version,
+                                payload=b"", payload_digest=b"", transport=dead_letter.transport,
+                                destination=dead_letter.destination, address="", idempotency_key="",
+                                verdict={"refused": refused.message})  # fmt: skip
+    attempt.bulk = job
+    reason = _skip_reason(attempt.verdict, job.include_stale)
+    if (
+        not reason
+        and ReplayAttempt.objects.filter(dead_letter=dead_letter, state__in=OPEN_STATES).exists()
+    ):
+        reason = "a replay is already in progress"
+    if reason:
+        attempt.state, attempt.outcome, attempt.finished_at = (
+            ReplayAttempt.State.SKIPPED,
+            reason,
+            now,
+        )
+        attempt.save(force_insert=True)
+        return
+    attempt.state = ReplayAttempt.State.QUEUED  # one approval covers the whole job
+    attempt.save(force_insert=True)
+    dead_letter_moved(dead_letter, DeadLetter.State.REPLAY_REQUESTED, now)
+    send_after_commit(attempt)
+
+
+def _finish_if_drained(job: BulkReplay, now: datetime) -> str:
+    still_open = ReplayAttempt.objects.filter(bulk=job, state__in=OPEN_STATES).exists()
+    if still_open:
+        job.lease_until = None
+        job.save(update_fields=["lease_until"])
+        _drive_after_commit(job, countdown=1.0)
+        return job.state
+    job.state, job.finished_at = BulkReplay.State.DONE, now
+    job.save(update_fields=["state", "finished_at"])
+    journal_append(actor="replay-worker", action="bulk_replay.done", subject=f"bulk_replay:{job.id}",
+                   details=bulk_replay_counts(job))  # fmt: skip
+    return job.state
+
+
+def bulk_replay_counts(job: BulkReplay) -> dict[str, int]:
+    by_state = dict(
+        ReplayAttempt.objects.filter(bulk=job)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
+    )
+    taken = sum(by_state.values())
+    return {
+        "matched": job.matched, "taken": taken, "sent": by_state.get("delivered", 0),
+        "failed": by_state.get("failed", 0), "in_doubt": by_state.get("in_doubt", 0),
+        "skipped": by_state.get("skipped", 0), "cancelled": by_state.get("cancelled", 0),
+        "waiting": sum(by_state.get(state, 0) for state in OPEN_STATES),
+    }  # fmt: skip
+
+
+def bulk_replay_control(
+    *, job_id: str, action: str, actor: Actor, now: datetime, reason: str = "",
+    request: HttpRequest | None = None,
+) -> BulkReplay:  # fmt: skip
+    """pause, resume, cancel, approve or reject a job."""
+    with transaction.atomic():
+        job = BulkReplay.objects.select_for_update().filter(id=job_id).first()
+        if job is None:
+            raise ReplayRefused(404, f"No bulk replay has the ID {job_id}.")
+        _control(job, action, actor, now, reason)
+        journal_append(actor=actor, action=f"bulk_replay.{action}", subject=f"bulk_replay:{job.id}",
+                       details={"reason": reason}, request=request)  # fmt: skip
+    return job
+
+
+_ALLOWED = {
+    "pause": {BulkReplay.State.RUNNING},
+    "resume": {BulkReplay.State.PAUSED},
+    "cancel": {
+        BulkReplay.State.RUNNING,
+        BulkReplay.State.PAUSED,
+        BulkReplay.State.PENDING_APPROVAL,
+    },
+    "approve": {BulkReplay.State.PENDING_APPROVAL},
+    "reject": {BulkReplay.State.PENDING_APPROVAL},
+}
+
+
+def _control(job: BulkReplay, action: str, actor: Actor, now: datetime, reason: str) -> None:
+    if job.state not in _ALLOWED[action]:
+        raise ReplayRefused(
+            409, f"This bulk replay is {job.state.replace('_', ' ')}; it cannot {action} now."
+        )
+    if action in ("approve", "reject"):
+        if job.requested_by_id is not None and job.requested_by_id == getattr(actor, "pk", None):
+            raise ReplayRefused(
+                403, "You started this bulk replay; another operator must approve or reject it."
+            )
+        job.decided_by = actor if isinstance(actor, User) else None
+    if action in ("approve", "resume"):
+        job.state, job.lease_until = BulkReplay.State.RUNNING, None
+        _drive_after_commit(job)
+    elif action == "pause":
+        job.state = BulkReplay.State.PAUSED
+    else:
+        job.state = BulkReplay.State.CANCELLED if action == "cancel" else BulkReplay.State.REJECTED
+        job.finished_at = now
+        _queued_cancel(job, now)
+    job.save()
+
+
+def _queued_cancel(job: BulkReplay, now: datetime) -> None:
+    """Attempts not yet claimed are never sent; their dead letters wait again."""
+    queued = ReplayAttempt.objects.select_for_update().filter(
+        bulk=job, state=ReplayAttempt.State.QUEUED
+    )
+    for attempt in queued:
+        attempt.state, attempt.finished_at = ReplayAttempt.State.CANCELLED, now
+        attempt.save(update_fields=["state", "finished_at"])
+        dead_letter = DeadLetter.objects.select_for_update().get(id=attempt.dead_letter_id)
+        dead_letter_moved(dead_letter, DeadLetter.State.NEW, now)
+
+
+def bulk_replays_sweep(*, now: datetime) -> int:
+    """Beat: a running job whose driver died (or whose next step the broker lost) goes on."""
+    from replay.tasks import bulk_replay_step_task
+
+    stalled = BulkReplay.objects.filter(state=BulkReplay.State.RUNNING).filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now - STALLED_AFTER)
+    )
+    ids = [str(job_id) for job_id in stalled.values_list("id", flat=True)]
+    for job_id in ids:
+        bulk_replay_step_task.delay(job_id)
+    return len(ids)
