@@ -222,6 +222,10 @@ def _spans_assign(
     shared: set[bytes],
     records: list[RecordRow],
 ) -> None:
+    own: dict[str, list[RecordRow]] = defaultdict(list)
+    for record in records:
+        if record.correlation_id is not None:
+            own[record.correlation_id].append(record)
     for flow in flows.values():
         linked = {
             bytes.fromhex(link["span_id"])
@@ -230,14 +234,9 @@ def _spans_assign(
             if span.correlation_id in (None, flow.correlation_id)
             for link in span.links
         }
-        linked |= {
-            r.span_id for r in records if r.correlation_id == flow.correlation_id and r.span_id
-        }
-        messages = {
-            r.message_id
-            for r in records
-            if r.correlation_id == flow.correlation_id and r.message_id
-        }
+        mine = own.get(flow.correlation_id, [])
+        linked |= {record.span_id for record in mine if record.span_id}
+        messages = {record.message_id for record in mine if record.message_id}
         for trace in flow.traces:
             flow.spans += trace_part(
                 spans.get(trace, []), flow.correlation_id, shared=trace in shared,

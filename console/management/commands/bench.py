@@ -1,4 +1,4 @@
-"""`manage.py bench ingest|...`: the performance figures the issues name, measured here."""
+"""`manage.py bench ingest|flows|replay`: the performance figures the issues name, measured here."""
 
 from __future__ import annotations
 
@@ -24,11 +24,78 @@ class Command(BaseCommand):
             default=min(4, 2 * (os.cpu_count() or 1)),
             help="gunicorn workers",
         )
+        self._add_flows(benches)
+        self._add_replay(benches)
+
+    def _add_replay(self, benches: Any) -> None:
+        replay = benches.add_parser(
+            "replay", help="bulk replays/s to a local HTTP receiver and a RabbitMQ queue"
+        )
+        replay.add_argument("--dead-letters", type=int, default=10_000, help="HTTP dead letters")
+        replay.add_argument("--amqp", type=int, default=1_000, help="AMQP dead letters (0: none)")
+        replay.add_argument("--processes", type=int, default=2, help="Celery worker processes")
+        replay.add_argument(
+            "--amqp-url",
+            default=os.environ.get("TIDELINE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+        )
+        replay.add_argument("--yes-wipe", action="store_true", help="run on any database")
+
+    def _add_flows(self, benches: Any) -> None:
+        flows = benches.add_parser(
+            "flows",
+            help="a generated seafood world: flow pages, API, search, dashboard, summarizer lag",
+        )
+        flows.add_argument("--spans", type=int, default=2_000_000)
+        flows.add_argument("--records", type=int, default=500_000)
+        flows.add_argument("--flows", type=int, default=100_000, help="orders in the world")
+        flows.add_argument("--requests", type=int, default=500, help="requests per read figure")
+        flows.add_argument("--seconds", type=float, default=60.0, help="ingest time for the lag")
+        flows.add_argument("--clients", type=int, default=4, help="concurrent readers")
+        flows.add_argument(
+            "--workers",
+            type=int,
+            default=min(4, 2 * (os.cpu_count() or 1)),
+            help="gunicorn workers",
+        )
+        flows.add_argument(
+            "--reuse-world", action="store_true", help="measure the world already stored"
+        )
+        flows.add_argument(
+            "--yes-wipe",
+            action="store_true",
+            help="run on a database whose name lacks 'bench' (its flows and facts are replaced)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["bench"] == "flows":
+            self._flows(options)
+            return
+        if options["bench"] == "replay":
+            self._replay(options)
+            return
         from tracing.ingest import bench
 
         bench.run(
             requests=options["requests"], clients=options["clients"], workers=options["workers"],
             report=self.stdout.write,
         )  # fmt: skip
+
+    def _flows(self, options: dict[str, Any]) -> None:
+        from tracing.flows import bench
+
+        bench.run(
+            spans=options["spans"], records=options["records"], flows=options["flows"],
+            requests=options["requests"], seconds=options["seconds"], clients=options["clients"],
+            workers=options["workers"], yes_wipe=options["yes_wipe"],
+            reuse_world=options["reuse_world"], report=self.stdout.write,
+        )  # fmt: skip
+
+    def _replay(self, options: dict[str, Any]) -> None:
+        from replay import bench
+
+        bench.database_check(yes_wipe=options["yes_wipe"])
+        runs = bench.bench_replay(
+            http_count=options["dead_letters"], amqp_count=options["amqp"],
+            processes=options["processes"], amqp_url=options["amqp_url"], out=self.stdout,
+        )  # fmt: skip
+        self.stdout.write(bench.report(runs, options["processes"]))

@@ -33,12 +33,14 @@ def flows_summarize(*, now: datetime, batch: int = BATCH) -> int:
 
 
 def _touches_take(batch: int) -> list[Touch]:
+    # ARRAY(...) runs the locking subquery once; as `IN (subquery)` the planner may re-run it
+    # per row when the table's statistics say it is empty, and take far more than `batch`.
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            DELETE FROM ingest_flowtouch WHERE id IN (
+            DELETE FROM ingest_flowtouch WHERE id = ANY(ARRAY(
                 SELECT id FROM ingest_flowtouch ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
-            ) RETURNING trace_id, correlation_id, message_id
+            )) RETURNING trace_id, correlation_id, message_id
             """,
             [batch],
         )
