@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from django.db import connection
 
 from tracing.flows.models import FlowTrace
@@ -99,8 +99,9 @@ def traces_facts(traces: set[bytes]) -> dict[bytes, TraceFacts]:
 
 
 def json_value(value: Any) -> Any:
-    # Django's psycopg setup hands raw cursors JSONB as text.
-    return json.loads(value) if isinstance(value, str) else value
+    # Django's psycopg setup hands raw cursors JSONB as text; msgspec decodes it several
+    # times faster than json (the summarizer decodes four documents per span).
+    return msgspec.json.decode(value) if isinstance(value, str) else value
 
 
 def _direct_joins(touches: list[Touch], facts: dict[bytes, TraceFacts]) -> None:
