@@ -34,6 +34,7 @@ urlpatterns = [
     path("", include("tracing.ingest.urls")),
     path("", include("tracing.flows.urls")),
     path("", include("replay.urls")),
+    path("", include("replay.page_urls")),
 ]
 
 handler400 = "console.errors.bad_request"
