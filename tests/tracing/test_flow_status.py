@@ -235,3 +235,60 @@ def test_a_step_whose_clock_runs_backwards_is_marked_not_reordered(runtime: Runt
     assert steps["production_notified"]["state"] == "done"
     assert steps["production_notified"]["backwards"] is True
     assert steps["stock_reserved"]["backwards"] is False
+
+
+def test_a_batch_trace_joined_only_by_records_is_no_bridge_between_orders(runtime: Runtime) -> None:
+    orders = {order: new_trace() for order in ("6001", "6002")}
+    roots = {
+        o: runtime.span("ERP", "order.create", T0, trace=t, correlation=o)
+        for o, t in orders.items()
+    }
+    batch = new_trace()
+    runtime.span(
+        "WMS", "reserve.batch", T0 + timedelta(minutes=5), trace=batch,
+        links=[(trace, roots[order]) for order, trace in orders.items()],
+    )  # fmt: skip
+    for order in orders:  # the batch's spans carry no correlation; its records do
+        runtime.record("WMS", "stock.reserve", "delivered", T0 + timedelta(minutes=6), correlation=order,
+                       trace_id=batch)  # fmt: skip
+    runtime.send()
+    flows_summarize(now=NOW)
+    for order, trace in orders.items():
+        members = set(
+            FlowTrace.objects.filter(correlation_id=order).values_list("trace_id", flat=True)
+        )
+        assert {bytes(m).hex() for m in members} == {trace, batch}, order
+
+
+def test_a_resolved_dead_letter_leaves_the_order_waiting_then_stalled(runtime: Runtime) -> None:
+    from replay.services import dead_letter_close
+    from tracing.ingest.models import DeadLetter
+
+    runtime.order("4722", T0, until="production.notify")
+    runtime.send()
+    runtime.dead_letter("QMS", T0 + timedelta(minutes=40), correlation="4722")
+    flows_summarize(now=NOW)
+    assert flow("4722").status == "failed"
+    letter = DeadLetter.objects.get(correlation_id="4722")
+    dead_letter_close(
+        dead_letter_id=letter.id, version_seen=letter.version, state="resolved",
+        reason="QMS approved it by hand", actor="test", now=NOW,
+    )  # fmt: skip
+    flows_summarize(now=NOW)
+    order = flow("4722")
+    assert order.status == "stalled", order.sentence
+    assert order.stopped_at == "certificate_approved"
+    assert order.due_at == T0 + timedelta(minutes=50)
+
+
+def test_a_rerun_that_processes_every_line_clears_partial(runtime: Runtime) -> None:
+    runtime.record("WMS", "stock.export", "delivered", T0, correlation="stock-sync-0630",
+                   counts={"expected": 12000, "processed": 800})  # fmt: skip
+    runtime.record("WMS", "stock.export", "delivered", T0 + timedelta(minutes=1), correlation="stock-sync-0630",
+                   counts={"expected": 12000, "processed": 12000})  # fmt: skip
+    runtime.record(
+        "ERP", "stock.import", "delivered", T0 + timedelta(minutes=2), correlation="stock-sync-0630"
+    )
+    runtime.send()
+    flows_summarize(now=NOW)
+    assert flow("stock-sync-0630").status == "completed"

@@ -15,7 +15,7 @@ from typing import Any
 from django.db import connection
 
 from tracing.flows.models import FlowInstance, FlowStep
-from tracing.flows.status import FAILED_EVENTS, Fact
+from tracing.flows.status import FAILED_EVENTS, OPEN_DEAD_LETTER_STATES, SPAN_STATUS_ERROR, Fact
 from tracing.flows.stitching import SpanRow, json_value, trace_part
 
 SPAN_COLUMNS = (
@@ -85,9 +85,10 @@ class DeadLetterRow:
     replays: list[ReplayRow] = field(default_factory=list)
 
     def fact(self) -> Fact:
+        # A replayed, resolved or discarded dead letter no longer says the step failed.
         return Fact(
             at=self.last_failed_at, kind="dead_letter", system=self.system, name=self.message_id,
-            event=self.state, failed=True, error=self.error,
+            event=self.state, failed=self.state in OPEN_DEAD_LETTER_STATES, error=self.error,
         )  # fmt: skip
 
 
@@ -118,7 +119,7 @@ class FlowFacts:
 
 
 def span_fact(span: SpanRow) -> Fact:
-    failed = span.status_code == 2  # STATUS_CODE_ERROR
+    failed = span.status_code == SPAN_STATUS_ERROR
     return Fact(
         at=span.start_time, kind="span", system=span.service_name, name=span.name,
         event="error" if failed else "ok", failed=failed, error=span.status_message,

@@ -210,8 +210,10 @@ def _decide(summary: Summary, facts: list[Fact], steps: list[FlowStep], now: dat
     if _is_failure(latest) and failed:
         _say_failed(summary, failed[-1], by_key, now)
         return
+    for state in failed:  # something came after the failure: the step is awaited again
+        _awaited(state, now)
     skipped = _went_past(states, by_key)
-    short = next((fact for fact in facts if fact.counts and fact.counts[1] < fact.counts[0]), None)
+    short = _short_count(facts)
     if skipped or short:
         _say_partial(summary, skipped, short, now)
         return
@@ -228,6 +230,23 @@ def _decide(summary: Summary, facts: list[Fact], steps: list[FlowStep], now: dat
         _say_stalled(summary, expected, by_key, now)
     else:
         _say_in_progress(summary, expected, now)
+
+
+def _awaited(state: StepState, now: datetime) -> None:
+    """A failed step that is no longer the flow's last word: pending, or overdue past its deadline."""
+    state.state = "overdue" if state.due_at is not None and now > state.due_at else "pending"
+
+
+def _short_count(facts: list[Fact]) -> Fact | None:
+    """A step whose latest counts say fewer items were processed than expected (a re-run that
+    processed everything clears it)."""
+    latest: dict[tuple[str, str], Fact] = {}
+    for fact in facts:
+        if fact.counts:
+            latest[(fact.system, fact.name)] = fact
+    return next(
+        (fact for fact in latest.values() if fact.counts and fact.counts[1] < fact.counts[0]), None
+    )
 
 
 def _is_failure(fact: Fact) -> bool:

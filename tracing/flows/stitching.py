@@ -61,17 +61,22 @@ class SpanRow:
 
 
 def stitch(touches: Iterable[Touch]) -> set[str]:
-    """Join the touched traces to their flows; the correlation IDs whose flows changed."""
+    """Join the touched traces to their flows; the correlation IDs whose flows changed.
+
+    A touch with a correlation ID changes that flow only; one without (an uncorrelated span,
+    a record naming just a trace) may concern every flow of its trace.
+    """
     touches = list(touches)
     traces = {trace for trace, _, _ in touches if trace}
     affected = {correlation for _, correlation, _ in touches if correlation}
     facts = traces_facts(traces)
     _direct_joins(touches, facts)
     _links_remember(facts)
-    joined = _link_joins(traces, facts)
+    affected |= _link_joins(traces, facts)
     messages = {message for _, correlation, message in touches if message and not correlation}
     affected |= _flows_of_messages(messages)
-    affected |= flows_of_traces(traces | joined)
+    uncorrelated = {trace for trace, correlation, _ in touches if trace and not correlation}
+    affected |= flows_of_traces(uncorrelated)
     return affected
 
 
@@ -118,7 +123,7 @@ def _direct_joins(touches: list[Touch], facts: dict[bytes, TraceFacts]) -> None:
 
 
 def memberships_add(rows: Iterable[tuple[str, bytes, str]]) -> None:
-    rows = list(rows)
+    rows = sorted(rows)  # one order for every writer: concurrent stitchers cannot deadlock
     if not rows:
         return
     with connection.cursor() as cursor:
@@ -138,7 +143,7 @@ def _links_remember(facts: dict[bytes, TraceFacts]) -> None:
         for trace, trace_facts in facts.items()
         for linked in trace_facts.linked_traces
     }
-    pairs = {(a, b) for a, b in pairs if a != b}
+    pairs = sorted({(a, b) for a, b in pairs if a != b})
     if not pairs:
         return
     with connection.cursor() as cursor:
@@ -176,9 +181,9 @@ def _memberships(traces: set[bytes]) -> dict[bytes, dict[str, str]]:
     return found
 
 
-def _link_joins(traces: set[bytes], facts: dict[bytes, TraceFacts]) -> set[bytes]:
-    """Follow links from the touched traces in both directions; the traces that joined a flow."""
-    joined: set[bytes] = set()
+def _link_joins(traces: set[bytes], facts: dict[bytes, TraceFacts]) -> set[str]:
+    """Follow links from the touched traces in both directions; the flows that gained a trace."""
+    gained: set[str] = set()
     frontier = set(traces)
     for _ in range(LINK_HOPS):
         pairs = _neighbours(frontier) if frontier else set()
@@ -187,25 +192,30 @@ def _link_joins(traces: set[bytes], facts: dict[bytes, TraceFacts]) -> set[bytes
         ends = {trace for pair in pairs for trace in pair}
         facts.update(traces_facts(ends - facts.keys()))
         members = _memberships(ends)
-        rows = {
+        owners = {end: set(members.get(end, {})) | facts[end].correlation_ids for end in ends}
+        rows = sorted(
             (flow, far, FlowTrace.Via.LINK)
             for near, far in pairs
             for flow, via in members.get(near, {}).items()
-            if flow not in members.get(far, {}) and _may_join(flow, via, facts[near], facts[far])
-        }
+            if flow not in members.get(far, {}) and _may_join(flow, via, owners[near], owners[far])
+        )
         memberships_add(rows)
         frontier = {far for _, far, _ in rows}
-        joined |= frontier
-    return joined
+        gained |= {flow for flow, _, _ in rows}
+    return gained
 
 
-def _may_join(flow: str, via: str, near: TraceFacts, far: TraceFacts) -> bool:
-    if via == FlowTrace.Via.LINK and near.correlation_ids:
-        return False  # a trace reached by a link passes it on only if it belongs to no flow
-    if far.correlation_ids <= {flow}:
-        return True
-    # Into a trace of other flows (a batch): only from a trace that is this flow's alone.
-    return via != FlowTrace.Via.LINK and near.correlation_ids <= {flow}
+def _may_join(flow: str, via: str, near: set[str], far: set[str]) -> bool:
+    """May a link from `near` (a trace of `flow`) bring `far` into it?
+
+    `near` and `far` are the flows each trace already belongs to (by its own correlated
+    spans or the audit records naming it). A trace shared by several flows, such as a
+    nightly batch, is never a bridge from one of them into another's trace.
+    """
+    alone = near <= {flow}
+    if via == FlowTrace.Via.LINK:
+        return alone and far <= {flow}  # beyond the first hop: only through traces of no one else
+    return far <= {flow} or alone
 
 
 def _flows_of_messages(messages: set[str]) -> set[str]:

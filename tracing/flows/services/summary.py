@@ -8,6 +8,7 @@ touched traces to their flows and recomputes each affected flow from all its fac
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from datetime import datetime
 
@@ -21,15 +22,30 @@ from tracing.flows.stitching import Touch, stitch
 BATCH = 2000
 
 
+# One summarizer at a time: stitching reads memberships another run may be writing, and
+# under READ COMMITTED two runs could each miss the other's half of a link.
+SUMMARIZER_LOCK = 0x7469_6465_6C69_6E65  # "tideline"
+RUN_SECONDS = 20.0  # then let beat start a fresh run, so one worker is not held forever
+
+
 def flows_summarize(*, now: datetime, batch: int = BATCH) -> int:
-    """Drain every mark ingest left; the number of flow updates made."""
-    updated = 0
-    while True:
+    """Drain the marks ingest left (for up to RUN_SECONDS); the number of flow updates made."""
+    updated, started = 0, time.monotonic()
+    while time.monotonic() - started < RUN_SECONDS:
         with transaction.atomic():
+            if not _summarizer_lock():
+                return updated  # another run is draining
             touches = _touches_take(batch)
             if not touches:
                 return updated
             updated += flows_recompute(correlation_ids=stitch(touches), now=now)
+    return updated
+
+
+def _summarizer_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SUMMARIZER_LOCK])
+        return bool(cursor.fetchone()[0])
 
 
 def _touches_take(batch: int) -> list[Touch]:
