@@ -138,12 +138,14 @@ def memberships_add(rows: Iterable[tuple[str, bytes, str]]) -> None:
 
 
 def _links_remember(facts: dict[bytes, TraceFacts]) -> None:
-    pairs = {
-        (trace, linked)
-        for trace, trace_facts in facts.items()
-        for linked in trace_facts.linked_traces
-    }
-    pairs = sorted({(a, b) for a, b in pairs if a != b})
+    pairs = sorted(
+        {
+            (trace, linked)
+            for trace, trace_facts in facts.items()
+            for linked in trace_facts.linked_traces
+            if linked != trace
+        }
+    )
     if not pairs:
         return
     with connection.cursor() as cursor:
