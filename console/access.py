@@ -101,8 +101,6 @@ URL_RULES: dict[str, Rule] = {
     "dead-letter-close": Capability.OPERATE,
     "replay-decide": Capability.OPERATE,
     "replay-confirm": Capability.OPERATE,
-    "bulk-replays": Capability.OPERATE,
-    "bulk-replay": Capability.OPERATE,
     "flow-definitions": Capability.ADMINISTER,
     "flow-definitions-download": Capability.ADMINISTER,
 }

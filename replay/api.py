@@ -36,6 +36,7 @@ from replay.services import (
     replay_preview,
     replay_request,
 )
+from replay.transports.common import without_password
 from tracing.flows.masking import headers_shown, payload_shown
 from tracing.ingest.models import DeadLetter
 
@@ -58,12 +59,23 @@ class ReplaySerializer(serializers.ModelSerializer[ReplayAttempt]):
         ]  # fmt: skip
 
     def get_diff(self, attempt: ReplayAttempt) -> str:
-        if not attempt.repaired:
+        request = self.context.get("request")
+        unmasked = request is not None and Capability.VIEW_UNMASKED in capabilities_of(request.user)
+        if not attempt.repaired or not unmasked:
             return ""
         return payload_diff(bytes(attempt.dead_letter.payload), bytes(attempt.payload))
 
 
 class DeadLetterSerializer(serializers.ModelSerializer[DeadLetter]):
+    destination = serializers.SerializerMethodField()
+
+    def get_destination(self, dead_letter: DeadLetter) -> dict[str, Any]:
+        """Where it was going, without a broker password."""
+        return {
+            key: without_password(value) if key == "url" and isinstance(value, str) else value
+            for key, value in dead_letter.destination.items()
+        }
+
     class Meta:
         model = DeadLetter
         fields = [
@@ -123,7 +135,7 @@ class DeadLetterDetail(APIView):
             "payload": shown.text if shown else None, "payload_masked": bool(shown and shown.masked),
             "payload_note": shown.note if shown else "",
             "headers": headers_shown(dead_letter.headers, unmasked=unmasked), "history": dead_letter.history,
-            "replays": ReplaySerializer(replays, many=True).data,
+            "replays": ReplaySerializer(replays, many=True, context={"request": request}).data,
         })  # fmt: skip
 
 
@@ -172,7 +184,7 @@ class DeadLetterReplay(APIView):
             )
         except ReplayRefused as refused:
             return refusal(refused)
-        return Response(ReplaySerializer(attempt).data, status=202)
+        return Response(ReplaySerializer(attempt, context={"request": request}).data, status=202)
 
 
 class Closing(serializers.Serializer[dict[str, Any]]):

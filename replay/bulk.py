@@ -9,6 +9,7 @@ each attempt is still claimed before it is sent, so nothing goes out twice.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,8 @@ CHUNK_WITHOUT_LIMIT = 200
 STALLED_AFTER = timedelta(seconds=20)  # no step for this long: the driver is gone
 PREVIEW_CHECKED = 1000  # the safety check of a preview looks at this many
 # Poison ones are taken too, to be counted as skipped: the operator sees why they stay.
-REPLAYABLE = [DeadLetter.State.NEW, DeadLetter.State.IN_DOUBT, DeadLetter.State.POISON]
+# In-doubt ones are not: the target may have them, and only a person decides to resend.
+REPLAYABLE = [DeadLetter.State.NEW, DeadLetter.State.POISON]
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,15 @@ class Selection:
     error: str = ""
     since: datetime | None = None
     until: datetime | None = None
+    up_to_id: int | None = (
+        None  # fixed when the job starts: later dead letters are not its business
+    )
 
     def as_json(self) -> dict[str, Any]:
         return {
             "system": self.system, "error": self.error,
             "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None,
+            "until": self.until.isoformat() if self.until else None, "up_to_id": self.up_to_id,
         }  # fmt: skip
 
     @classmethod
@@ -60,7 +65,7 @@ class Selection:
         return cls(
             system=stored.get("system") or "", error=stored.get("error") or "",
             since=datetime.fromisoformat(since) if since else None,
-            until=datetime.fromisoformat(until) if until else None,
+            until=datetime.fromisoformat(until) if until else None, up_to_id=stored.get("up_to_id"),
         )  # fmt: skip
 
 
@@ -74,6 +79,8 @@ def dead_letters_selected(selection: Selection) -> QuerySet[DeadLetter]:
         letters = letters.filter(last_failed_at__gte=selection.since)
     if selection.until:
         letters = letters.filter(last_failed_at__lt=selection.until)
+    if selection.up_to_id is not None:
+        letters = letters.filter(id__lte=selection.up_to_id)
     return letters.order_by("id")
 
 
@@ -127,6 +134,8 @@ def bulk_replay_create(
     state = (
         BulkReplay.State.PENDING_APPROVAL if preview["needs_approval"] else BulkReplay.State.RUNNING
     )
+    last = dead_letters_selected(selection).values_list("id", flat=True).last()
+    selection = dataclasses.replace(selection, up_to_id=last)
     with transaction.atomic():
         job = BulkReplay.objects.create(
             selection=selection.as_json(), rate_per_second=rate_per_second, include_stale=include_stale,
@@ -175,7 +184,8 @@ def bulk_replay_step(*, job_id: str, now: datetime) -> str:
 def _chunk(job: BulkReplay) -> list[DeadLetter]:
     size = max(1, int(job.rate_per_second)) if job.rate_per_second else CHUNK_WITHOUT_LIMIT
     letters = dead_letters_selected(Selection.of(job.selection)).filter(id__gt=job.cursor)
-    return list(letters.select_for_update(skip_locked=True)[:size])
+    # A plain lock: skipping a locked one would move the cursor past it for good.
+    return list(letters.select_for_update()[:size])
 
 
 def _attempt_of_job(job: BulkReplay, dead_letter: DeadLetter, now: datetime) -> None:
@@ -196,6 +206,9 @@ def _attempt_of_job(job: BulkReplay, dead_letter: DeadLetter, now: datetime) -> 
         and ReplayAttempt.objects.filter(dead_letter=dead_letter, state__in=OPEN_STATES).exists()
     ):
         reason = "a replay is already in progress"
+    if not reason and attempt.verdict.get("needs_approval") and job.decided_by_id is None:
+        # The preview judged a sample; this one needs four eyes that nobody gave the job.
+        reason = "needs approval: " + ", ".join(attempt.verdict["needs_approval"])
     if reason:
         attempt.state, attempt.outcome, attempt.finished_at = (
             ReplayAttempt.State.SKIPPED,
@@ -213,7 +226,7 @@ def _attempt_of_job(job: BulkReplay, dead_letter: DeadLetter, now: datetime) -> 
 def _finish_if_drained(job: BulkReplay, now: datetime) -> str:
     still_open = ReplayAttempt.objects.filter(bulk=job, state__in=OPEN_STATES).exists()
     if still_open:
-        job.lease_until = None
+        job.lease_until = now + timedelta(seconds=1)  # alive: the sweeper leaves it alone
         job.save(update_fields=["lease_until"])
         _drive_after_commit(job, countdown=1.0)
         return job.state

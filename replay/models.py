@@ -10,10 +10,35 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Now
 
 from tracing.ingest.models import DeadLetter
+
+REPLAY_SCHEMES = ("http", "https", "amqp", "amqps", "redis", "rediss", "redis+socket")
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why an allow-list prefix would let a replay reach more than it names, if it would.
+
+    `http://wms.internal` would also admit `http://wms.internal.evil.example/`: a prefix must
+    name a scheme and a host and end with '/'.
+    """
+    scheme, _, rest = prefix.partition("://")
+    if scheme not in REPLAY_SCHEMES or not rest:
+        return f"{prefix!r} must start with one of {', '.join(s + '://' for s in REPLAY_SCHEMES)} and a host"
+    if not prefix.endswith("/"):
+        return (
+            f"{prefix!r} must end with '/', or it also admits hosts and paths that only begin alike"
+        )
+    return None
+
+
+def prefix_check(prefix: str) -> None:
+    problem = prefix_problem(prefix)
+    if problem:
+        raise ValidationError(problem)
 
 
 class Destination(models.Model):
@@ -24,7 +49,12 @@ class Destination(models.Model):
     TIDELINE_REPLAY_ALLOWED_DESTINATIONS, which promise nothing).
     """
 
-    address_prefix = models.CharField(max_length=500, unique=True)
+    address_prefix = models.CharField(
+        max_length=500,
+        unique=True,
+        validators=[prefix_check],
+        help_text="Ends with '/': http://wms.internal/, amqp://broker/%2F/queue/orders",
+    )
     # The target drops a message whose Idempotency-Key it has seen: a replay cannot double it.
     deduplicates = models.BooleanField(default=False)
     # Receiving the message does something outside (a payment, an e-mail, a stock level).

@@ -8,7 +8,7 @@ outside any transaction, after a conditional update claimed the attempt.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,8 @@ from replay.models import OPEN_STATES, ReplayAttempt
 from replay.payloads import PayloadInvalid, payload_check
 from replay.safety import address_allowed, failed_twice_alike, replay_verdict
 from tracing.flows.models import FlowInstance
-from tracing.ingest.models import DeadLetter, FlowTouch
+from tracing.ingest.models import DeadLetter
+from tracing.ingest.services import dead_letter_touch
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -53,7 +54,6 @@ class ReplayOrder:
     to_exchange: bool = False
     reason: str = ""
     confirm_stale: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def idempotency_key(dead_letter: DeadLetter, payload_digest: bytes) -> str:
@@ -89,7 +89,7 @@ def replay_request(
         dead_letter = _dead_letter_locked(order.dead_letter_id)
         _refuse_unless_replayable(dead_letter, order)
         attempt = attempt_new(dead_letter, order, actor)
-        _refuse_unsafe(attempt, order)
+        _refuse_unsafe(attempt.verdict, order)
         try:
             with transaction.atomic():
                 attempt.save(force_insert=True)
@@ -182,8 +182,7 @@ def attempt_new(dead_letter: DeadLetter, order: ReplayOrder, actor: Actor) -> Re
     )  # fmt: skip
 
 
-def _refuse_unsafe(attempt: ReplayAttempt, order: ReplayOrder) -> None:
-    verdict = attempt.verdict
+def _refuse_unsafe(verdict: dict[str, Any], order: ReplayOrder) -> None:
     if verdict["already_delivered"]:
         raise ReplayRefused(
             409, f"Already delivered: {verdict['already_delivered']}.", {"verdict": verdict}
@@ -233,8 +232,7 @@ def dead_letter_moved(dead_letter: DeadLetter, state: str, now: datetime) -> Non
         now,
     )
     dead_letter.save(update_fields=["state", "version", "updated_at"])
-    if dead_letter.correlation_id:
-        FlowTouch.objects.create(correlation_id=dead_letter.correlation_id)
+    dead_letter_touch(dead_letter)
 
 
 def send_after_commit(attempt: ReplayAttempt) -> None:
@@ -263,6 +261,8 @@ def replay_decide(
             )
         if not approve and not reason.strip():
             raise ReplayRefused(400, "Say why the replay is rejected.")
+        if approve:
+            _recheck_before_approval(attempt)
         attempt.state = ReplayAttempt.State.QUEUED if approve else ReplayAttempt.State.REJECTED
         attempt.decided_by = actor if isinstance(actor, User) else None
         attempt.decided_at, attempt.decision_reason = now, reason
@@ -280,6 +280,27 @@ def replay_decide(
         if approve:
             send_after_commit(attempt)
     return attempt
+
+
+def _recheck_before_approval(attempt: ReplayAttempt) -> None:
+    """Time passed while the request waited: the message may have died again, been delivered
+    after all, or been overtaken by a newer one. Approve only what is still true."""
+    dead_letter = _dead_letter_locked(attempt.dead_letter_id)
+    if dead_letter.state != DeadLetter.State.REPLAY_REQUESTED:
+        raise ReplayRefused(
+            409, "The dead letter changed while this replay waited; reject it and request again.",
+            dead_letter_current(dead_letter),
+        )  # fmt: skip
+    verdict = replay_verdict(
+        dead_letter=dead_letter, address=attempt.address, redirected=attempt.redirected or attempt.to_exchange,
+        definition=_definition_name(dead_letter),
+    ).as_json()  # fmt: skip
+    confirmed_stale = bool(attempt.verdict.get("stale")) and bool(attempt.reason.strip())
+    order = ReplayOrder(
+        dead_letter.id, dead_letter.version, confirm_stale=confirmed_stale, reason=attempt.reason
+    )
+    _refuse_unsafe(verdict, order)
+    attempt.verdict = verdict
 
 
 def _attempt_locked(attempt_id: str) -> ReplayAttempt:
@@ -328,11 +349,23 @@ def replay_outcome_record(*, attempt_id: str, outcome: transports.Outcome, now: 
         dead_letter = _dead_letter_locked(attempt.dead_letter_id)
         if attempt_state == ReplayAttempt.State.FAILED and failed_twice_alike(dead_letter):
             letter_state = DeadLetter.State.POISON
-        dead_letter_moved(dead_letter, letter_state, now)
+        if _still_waiting_for(dead_letter, attempt):
+            dead_letter_moved(dead_letter, letter_state, now)
         journal_append(actor=WORKER, action="replay.outcome", subject=f"dead_letter:{dead_letter.id}",
                        details={"attempt": attempt_id, "state": attempt_state, "detail": outcome.detail,
                                 "status": outcome.status})  # fmt: skip
     return attempt_state
+
+
+def _still_waiting_for(dead_letter: DeadLetter, attempt: ReplayAttempt) -> bool:
+    """Is the dead letter still waiting for this attempt's outcome? Not when it died again
+    meanwhile (ingest reopened it) or a newer replay of it has begun."""
+    if dead_letter.state not in (DeadLetter.State.REPLAY_REQUESTED, DeadLetter.State.IN_DOUBT):
+        return False
+    newer = ReplayAttempt.objects.filter(
+        dead_letter=dead_letter, requested_at__gt=attempt.requested_at
+    )
+    return not newer.exists()
 
 
 def replay_confirm_delivered(

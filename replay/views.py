@@ -274,10 +274,16 @@ def _attempt_shown(
     pending = attempt.state == ReplayAttempt.State.PENDING_APPROVAL
     own = attempt.requested_by_id is not None and attempt.requested_by_id == request.user.pk
     return AttemptShown(
-        attempt=attempt, verdict=verdict_words(attempt.verdict), diff=_repair_diff(attempt, dead_letter),
+        attempt=attempt, verdict=verdict_words(attempt.verdict),
+        diff=_repair_diff(attempt, dead_letter) if _sees_payloads(request) else [],
         may_decide=operator and pending and not own, awaits_other=pending and own,
         may_confirm=operator and not closed and attempt.state == ReplayAttempt.State.IN_DOUBT,
     )  # fmt: skip
+
+
+def _sees_payloads(request: HttpRequest) -> bool:
+    # A diff shows payload lines: only for roles that see payloads unmasked.
+    return Capability.VIEW_UNMASKED in capabilities_of(request.user)
 
 
 def _repair_diff(attempt: ReplayAttempt, dead_letter: DeadLetter) -> list[tuple[str, str]]:

@@ -94,7 +94,12 @@ def host_port(url: Any, *, default_port: int | None) -> str:
     host = (url.hostname or "").lower()
     if ":" in host:
         host = f"[{host}]"
-    port = url.port
+    try:
+        port = url.port
+    except ValueError:
+        raise DestinationInvalid(
+            f"{host} has a port that is not a number from 0 to 65535"
+        ) from None
     return host if port is None or port == default_port else f"{host}:{port}"
 
 

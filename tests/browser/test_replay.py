@@ -27,7 +27,7 @@ worker = replay_fixtures.worker
 @pytest.fixture
 def failed_order(receiver: Receiver, settings: Any) -> None:
     """Order 4711: QMS refused its certificate; QMS deduplicates by Idempotency-Key."""
-    settings.TIDELINE_REPLAY_ALLOWED_DESTINATIONS = ["http://127.0.0.1:"]
+    settings.TIDELINE_REPLAY_ALLOWED_DESTINATIONS = [receiver.origin]
     Destination.objects.create(address_prefix=receiver.url, deduplicates=True)
     now = datetime.now(UTC)
     definitions_load()

@@ -31,6 +31,11 @@ class Receiver:
     behaviour: str = "ok"  # ok | unavailable | hang
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def origin(self) -> str:
+        """The allow-list prefix that admits this receiver and nothing else."""
+        return self.url.removesuffix("in")
+
     def wait_for(self, count: int, seconds: float = 30) -> list[dict[str, Any]]:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and len(self.deliveries) < count:
@@ -72,7 +77,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def worker(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+def worker(
+    transactional_db: Any, tmp_path: Path, receiver: Receiver
+) -> Iterator[Callable[[], Any]]:
     """Start (or restart) a real Celery worker with beat; all stopped at the end."""
     started: list[Any] = []
 
@@ -81,7 +88,7 @@ def worker(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[[], Any]]
             str(tmp_path / "beat-schedule"), concurrency=2,
             env={
                 "TIDELINE_REPLAY_TIMEOUT_SECONDS": str(REPLAY_TIMEOUT_SECONDS),
-                "TIDELINE_REPLAY_ALLOWED_DESTINATIONS": "http://127.0.0.1:",
+                "TIDELINE_REPLAY_ALLOWED_DESTINATIONS": receiver.origin,
             },
         )  # fmt: skip
         started.append(process)
@@ -95,8 +102,8 @@ def worker(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[[], Any]]
 
 
 @pytest.fixture(autouse=True)
-def allowed(settings: Any) -> None:
-    settings.TIDELINE_REPLAY_ALLOWED_DESTINATIONS = ["http://127.0.0.1:"]
+def allowed(settings: Any, receiver: Receiver) -> None:
+    settings.TIDELINE_REPLAY_ALLOWED_DESTINATIONS = [receiver.origin]
 
 
 @pytest.fixture

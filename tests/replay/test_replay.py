@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -334,3 +335,67 @@ def test_an_admin_declares_a_destination_and_it_is_journaled(
     assert Destination.objects.get().deduplicates is True
     assert JournalEntry.objects.filter(action="destination.create").exists()
     assert client_as(Role.OPERATOR).get("/admin/replay/destination/").status_code == 403
+
+
+def test_an_allow_list_prefix_must_name_a_host_and_end_with_a_slash(
+    client_as: Callable[[Role | None], Client],
+) -> None:
+    from replay.models import prefix_problem
+
+    assert prefix_problem("http://wms.internal/") is None
+    assert "must end with '/'" in (prefix_problem("http://wms.internal") or "")
+    assert "must start with" in (prefix_problem("ftp://files/") or "")
+    refused = client_as(Role.ADMIN).post(
+        "/admin/replay/destination/add/", {"address_prefix": "http://wms.internal"}
+    )
+    assert refused.status_code == 200 and "must end with" in refused.content.decode()
+    assert not Destination.objects.exists()
+
+
+def test_a_bad_allow_list_setting_stops_start_up() -> None:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "TIDELINE_REPLAY_ALLOWED_DESTINATIONS": "http://wms.internal"},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "TIDELINE_REPLAY_ALLOWED_DESTINATIONS" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_approval_checks_again_what_happened_while_the_request_waited(
+    sender: httpx.Client, operators: list[httpx.Client], receiver: Receiver
+) -> None:
+    olga, oskar = operators
+    letter = dead_letter(sender, receiver.url)  # the receiver is undeclared: approval needed
+    attempt_id = replay(olga, letter).json()["id"]
+    record = {
+        "record_id": "r-meanwhile", "occurred_at": NOW.isoformat(), "system": "QMS",
+        "step": "certificate.approve", "event": "delivered", "message_id": letter.message_id,
+        "correlation_id": "4711",
+    }  # fmt: skip
+    assert sender.post("/ingest/v1/records", json=[record]).status_code == 200
+    approved = oskar.post(f"/api/v1/replays/{attempt_id}/approve")
+    assert approved.status_code == 409
+    assert approved.json()["detail"].startswith("Already delivered")
+    assert ReplayAttempt.objects.get(id=attempt_id).state == "pending_approval"
+    assert receiver.deliveries == []
+
+
+def test_a_repair_diff_is_shown_only_to_roles_that_see_payloads(
+    sender: httpx.Client, operators: list[httpx.Client], receiver: Receiver, live_server: Any,
+    make_user: Callable[..., User],
+) -> None:  # fmt: skip
+    letter = dead_letter(sender, receiver.url)
+    repaired = replay(operators[0], letter, payload='{"order": "4711", "certificate": "C-9"}')
+    assert repaired.status_code == 202 and "C-9" in repaired.json()["diff"]
+    secret = api_token_create(user=make_user(Role.SUPPORT), name="s").secret
+    detail = httpx.get(
+        f"{live_server.url}/api/v1/dead-letters/{letter.id}",
+        headers={"Authorization": f"Token {secret}"},
+    ).json()
+    assert detail["replays"][0]["diff"] == ""
+    assert "C-9" not in json.dumps(detail)

@@ -183,7 +183,6 @@ class FlowTrace(models.Model):
         CORRELATED = "correlated"  # a span of the trace carries the correlation ID
         RECORD = "record"  # an audit record of the flow names the trace
         LINK = "link"  # a span link joins it to a trace of the flow (an async hop)
-        MESSAGE = "message"  # a span carries the message ID of one of the flow's records
 
     pk = models.CompositePrimaryKey("correlation_id", "trace_id")
     correlation_id = models.TextField()

@@ -35,7 +35,7 @@ class SearchResult:
 
 
 def flows_search(query: str) -> SearchResult:
-    query = query.strip()
+    query = query.replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
     result = SearchResult(query=query, searched=[])
     if not query:
         return result

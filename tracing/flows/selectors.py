@@ -325,6 +325,8 @@ class FlowDetail:
 
 def flow_detail(correlation_id: str, *, payloads: bool = False) -> FlowDetail | None:
     """Everything the flow page and `GET /api/v1/flows/<id>` show, or None for no such flow."""
+    if "\x00" in correlation_id:  # no correlation ID holds NUL: PostgreSQL text cannot
+        return None
     instance = (
         FlowInstance.objects.select_related("definition__owner")
         .filter(correlation_id=correlation_id)

@@ -52,6 +52,8 @@ def flow_page(request: HtmxHttpRequest, correlation_id: str) -> HttpResponse:
 
 def _unchanged(correlation_id: str, version: str) -> bool:
     """Has the flow summary stayed as the polling page last saw it?"""
+    if "\x00" in correlation_id:
+        return False
     updated = (
         FlowInstance.objects.filter(correlation_id=correlation_id)
         .values_list("updated_at", flat=True)

@@ -325,7 +325,7 @@ def _dead_letter_create(
             dead_letter = _dead_letter_insert(row, sender, source, received_at)
     except IntegrityError:
         return None
-    _dead_letter_touch(dead_letter)
+    dead_letter_touch(dead_letter)
     return dead_letter
 
 
@@ -356,10 +356,11 @@ def _dead_letter_reopen(
     dead_letter.version += 1
     dead_letter.updated_at = received_at
     dead_letter.save()
-    _dead_letter_touch(dead_letter)
+    dead_letter_touch(dead_letter)
 
 
-def _dead_letter_touch(dead_letter: DeadLetter) -> None:
+def dead_letter_touch(dead_letter: DeadLetter) -> None:
+    """Mark the dead letter's flow for the summarizer: by correlation ID, else by message ID."""
     if dead_letter.correlation_id:
         FlowTouch.objects.create(correlation_id=dead_letter.correlation_id)
     elif dead_letter.message_id:
