@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -292,3 +293,38 @@ def test_a_rerun_that_processes_every_line_clears_partial(runtime: Runtime) -> N
     runtime.send()
     flows_summarize(now=NOW)
     assert flow("stock-sync-0630").status == "completed"
+
+
+def test_reading_a_flows_spans_touches_only_the_days_that_hold_them(runtime: Runtime) -> None:
+    import json as json_module
+
+    from django.db import connection
+
+    runtime.order("4723", T0, until="stock.reserve")
+    runtime.send()
+    flows_summarize(now=NOW)
+    partitions: set[str] = set()
+
+    def explain(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if "FROM ingest_span" in sql and sql.lstrip().upper().startswith("SELECT"):
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+                plan = cursor.fetchone()[0]
+                plan = json_module.loads(plan) if isinstance(plan, str) else plan
+                partitions.update(_relations(plan[0]["Plan"]))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        assert [span.name for span in flows_facts(["4723"])["4723"].spans] == ["order.create"]
+    assert partitions and len(partitions) <= 2, sorted(partitions)
+
+
+def _relations(node: dict[str, Any]) -> set[str]:
+    found = (
+        {node["Relation Name"]}
+        if node.get("Relation Name", "").startswith("ingest_span")
+        else set()
+    )
+    for child in node.get("Plans", []):
+        found |= _relations(child)
+    return found

@@ -197,6 +197,21 @@ class FlowTrace(models.Model):
         return f"{self.correlation_id} ∋ {bytes(self.trace_id).hex()}"
 
 
+class TraceRange(models.Model):
+    """When a trace's spans start, first to last: the daily partitions that hold it.
+
+    Kept from ingest's marks, so reading a trace's spans touches only those partitions
+    instead of probing every day kept.
+    """
+
+    trace_id = models.BinaryField(max_length=16, primary_key=True)
+    first_start = models.DateTimeField()
+    last_start = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{bytes(self.trace_id).hex()} {self.first_start:%Y-%m-%d} to {self.last_start:%Y-%m-%d}"
+
+
 class SpanLink(models.Model):
     """A link between two traces, remembered in both directions as the summarizer meets it.
 

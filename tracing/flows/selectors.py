@@ -16,7 +16,7 @@ from django.db import connection
 
 from tracing.flows.models import FlowInstance, FlowStep
 from tracing.flows.status import FAILED_EVENTS, OPEN_DEAD_LETTER_STATES, SPAN_STATUS_ERROR, Fact
-from tracing.flows.stitching import SpanRow, json_value, trace_part
+from tracing.flows.stitching import WITHIN, SpanRow, json_value, spans_window, trace_part
 
 SPAN_COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time", "end_time", "duration_ns",
@@ -167,10 +167,11 @@ def _spans_load(cursor: Any, traces: set[bytes]) -> dict[bytes, list[SpanRow]]:
     by_trace: dict[bytes, list[SpanRow]] = defaultdict(list)
     if not traces:
         return by_trace
+    window = spans_window(cursor, traces)
     cursor.execute(
         f"SELECT {', '.join(SPAN_COLUMNS)} FROM ingest_span WHERE trace_id = ANY(%s)"  # noqa: S608
-        " ORDER BY start_time",
-        [list(traces)],
+        f" {WITHIN if window else ''} ORDER BY start_time",
+        [list(traces), *(window or ())],
     )
     for row in cursor.fetchall():
         values = dict(zip(SPAN_COLUMNS, row, strict=True))

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +24,7 @@ from tracing.flows.models import FlowTrace
 
 Touch = tuple[bytes | None, str | None, str | None]  # (trace_id, correlation_id, message_id)
 LINK_HOPS = 3  # how far an async chain of uncorrelated traces is followed
+WITHIN = "AND start_time >= %s AND start_time <= %s"  # a spans_window
 
 
 @dataclass
@@ -80,18 +81,60 @@ def stitch(touches: Iterable[Touch]) -> set[str]:
     return affected
 
 
+def trace_ranges_extend(spans: list[tuple[bytes, datetime, datetime]]) -> None:
+    """Widen each trace's known time range by the new spans' (trace, first start, last start)."""
+    if not spans:
+        return
+    widest: dict[bytes, tuple[datetime, datetime]] = {}
+    for trace, first, last in spans:
+        known = widest.get(trace, (first, last))
+        widest[trace] = (min(known[0], first), max(known[1], last))
+    traces = sorted(widest)  # one order for every writer
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO flows_tracerange (trace_id, first_start, last_start)
+            SELECT * FROM unnest(%s::bytea[], %s::timestamptz[], %s::timestamptz[])
+            ON CONFLICT (trace_id) DO UPDATE
+            SET first_start = LEAST(flows_tracerange.first_start, EXCLUDED.first_start),
+                last_start = GREATEST(flows_tracerange.last_start, EXCLUDED.last_start)
+            """,
+            [traces, [widest[t][0] for t in traces], [widest[t][1] for t in traces]],
+        )
+
+
+def spans_window(cursor: Any, traces: Collection[bytes]) -> tuple[datetime, datetime] | None:
+    """The time window holding every span of these traces, if known for all of them.
+
+    Reading spans within it lets PostgreSQL skip the daily partitions outside it; a trace
+    stored before ranges were kept has none, and then every partition is read.
+    """
+    if not traces:
+        return None
+    cursor.execute(
+        """
+        SELECT count(*), min(first_start), max(last_start) FROM flows_tracerange
+        WHERE trace_id = ANY(%s)
+        """,
+        [list(traces)],
+    )
+    known, first, last = cursor.fetchone()
+    return (first, last) if known == len(set(traces)) else None
+
+
 def traces_facts(traces: set[bytes]) -> dict[bytes, TraceFacts]:
     facts: dict[bytes, TraceFacts] = {trace: TraceFacts() for trace in traces}
     if not traces:
         return facts
     with connection.cursor() as cursor:
+        window = spans_window(cursor, traces)
         cursor.execute(
-            """
+            f"""
             SELECT trace_id, correlation_id, message_id, links FROM ingest_span
-            WHERE trace_id = ANY(%s)
+            WHERE trace_id = ANY(%s) {WITHIN if window else ""}
               AND (correlation_id IS NOT NULL OR message_id IS NOT NULL OR links <> '[]'::jsonb)
-            """,
-            [list(traces)],
+            """,  # noqa: S608 - a fixed clause
+            [list(traces), *(window or ())],
         )
         for trace_id, correlation_id, message_id, links in cursor.fetchall():
             trace = facts[bytes(trace_id)]

@@ -68,6 +68,9 @@ class FlowTouch(models.Model):
     # Only for a record or dead letter with neither correlation nor trace: its message may
     # still join a flow through a span that carries the same message ID.
     message_id = models.TextField(null=True)  # noqa: DJ001
+    # Spans only: when the new spans start, first to last, for the trace's time range.
+    first_start = models.DateTimeField(null=True)
+    last_start = models.DateTimeField(null=True)
     touched_at = models.DateTimeField(db_default=Now())
 
     def __str__(self) -> str:

@@ -29,6 +29,7 @@ _JSON_COLUMNS = [
     SPAN_COLUMNS.index(name) for name in ("attributes", "events", "links", "business_keys")
 ]
 _CORRELATION = SPAN_COLUMNS.index("correlation_id")
+_START = SPAN_COLUMNS.index("start_time")
 _resource_ids: dict[bytes, int] = {}  # resources rarely change; spare the lookup per request
 
 
@@ -60,10 +61,21 @@ def spans_store(*, batch: SpanBatch) -> StoredSpans:
         copy_rows(
             cursor,
             "ingest_flowtouch",
-            ("trace_id", "correlation_id"),
-            {(row[0], row[_CORRELATION]) for row in rows},
+            ("trace_id", "correlation_id", "first_start", "last_start"),
+            _span_touches(rows),
         )
     return StoredSpans(accepted=len(rows), duplicates=0)
+
+
+def _span_touches(rows: list[list[Any]]) -> list[tuple[bytes, str | None, datetime, datetime]]:
+    """One mark per trace and correlation ID, with when the new spans start, first to last,
+    so the summarizer knows which daily partitions hold the trace."""
+    starts: dict[tuple[bytes, str | None], tuple[datetime, datetime]] = {}
+    for row in rows:
+        key, start = (row[0], row[_CORRELATION]), row[_START]
+        first, last = starts.get(key, (start, start))
+        starts[key] = (min(first, start), max(last, start))
+    return [(trace, correlation, *span) for (trace, correlation), span in starts.items()]
 
 
 def span_copy_row(row: list[Any], resource_ids: dict[bytes, int]) -> list[Any]:
@@ -94,10 +106,11 @@ def _spans_store_skipping_known(cursor: Any, rows: list[list[Any]]) -> StoredSpa
         f"""
         WITH inserted AS (
             INSERT INTO ingest_span ({columns}) SELECT {columns} FROM ingest_span_incoming
-            ON CONFLICT DO NOTHING RETURNING trace_id, correlation_id
+            ON CONFLICT DO NOTHING RETURNING trace_id, correlation_id, start_time
         ), touched AS (
-            INSERT INTO ingest_flowtouch (trace_id, correlation_id)
-            SELECT DISTINCT trace_id, correlation_id FROM inserted
+            INSERT INTO ingest_flowtouch (trace_id, correlation_id, first_start, last_start)
+            SELECT trace_id, correlation_id, min(start_time), max(start_time) FROM inserted
+            GROUP BY 1, 2
         )
         SELECT count(*) FROM inserted
         """  # noqa: S608 - fixed column names

@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from tracing.flows.models import FlowDefinition, FlowInstance, FlowKey
 from tracing.flows.selectors import FlowFacts, flows_facts
 from tracing.flows.status import Fact, Summary, step_done_by, summarize
-from tracing.flows.stitching import Touch, stitch
+from tracing.flows.stitching import Touch, stitch, trace_ranges_extend
 
 BATCH = 2000
 
@@ -56,13 +56,17 @@ def _touches_take(batch: int) -> list[Touch]:
             """
             DELETE FROM ingest_flowtouch WHERE id = ANY(ARRAY(
                 SELECT id FROM ingest_flowtouch ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
-            )) RETURNING trace_id, correlation_id, message_id
+            )) RETURNING trace_id, correlation_id, message_id, first_start, last_start
             """,
             [batch],
         )
+        rows = cursor.fetchall()
+        trace_ranges_extend(
+            [(bytes(trace), first, last) for trace, _, _, first, last in rows if trace and first]
+        )
         return [
             (bytes(trace) if trace else None, correlation, message)
-            for trace, correlation, message in cursor.fetchall()
+            for trace, correlation, message, _, _ in rows
         ]
 
 
