@@ -39,7 +39,7 @@ def test_database_url() -> str:
     database = connection.settings_dict
     host = database["HOST"] or ""
     if host.startswith("/"):  # the embedded PostgreSQL listens on a unix socket
-        return f"postgresql://{database['USER']}@/{database['NAME']}?host={host}&port={database['PORT']}"
+        return f"postgresql://{database['USER']}@:{database['PORT']}/{database['NAME']}?host={host}"
     return f"postgresql://{database['USER']}@{host}:{database['PORT']}/{database['NAME']}"
 
 
