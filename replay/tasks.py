@@ -14,6 +14,11 @@ def replay_send_task(attempt_id: str) -> str:
     return replay_send(attempt_id=attempt_id, now=timezone.now())
 
 
+@shared_task(ignore_result=True, acks_late=True)
+def replay_send_group_task(attempt_ids: list[str]) -> list[str]:
+    return [replay_send(attempt_id=attempt_id, now=timezone.now()) for attempt_id in attempt_ids]
+
+
 @shared_task(ignore_result=True)
 def replays_sweep_task() -> dict[str, int]:
     return replays_sweep(now=timezone.now())
