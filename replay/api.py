@@ -27,6 +27,7 @@ from replay.bulk import (
 )
 from replay.models import BulkReplay, ReplayAttempt
 from replay.payloads import payload_diff
+from replay.selectors import dead_letters_matching
 from replay.services import (
     ReplayOrder,
     ReplayRefused,
@@ -100,17 +101,7 @@ class DeadLetterList(generics.ListAPIView[DeadLetter]):
     def get_queryset(self) -> QuerySet[DeadLetter]:
         given = DeadLetterFilter(data=self.request.query_params)
         given.is_valid(raise_exception=True)
-        wanted = given.validated_data
-        letters = DeadLetter.objects.order_by("-last_failed_at", "-id")
-        if "system" in wanted:
-            letters = letters.filter(system=wanted["system"])
-        if "state" in wanted:
-            letters = letters.filter(state=wanted["state"])
-        if "error" in wanted:
-            letters = letters.filter(error__icontains=wanted["error"])
-        if "since" in wanted:
-            letters = letters.filter(last_failed_at__gte=wanted["since"])
-        return letters
+        return dead_letters_matching(given.validated_data).order_by("-last_failed_at", "-id")
 
 
 class DeadLetterDetail(APIView):

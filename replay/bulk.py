@@ -21,6 +21,7 @@ from django.db.models import Count, Q, QuerySet
 
 from console.services import journal_append
 from replay.models import OPEN_STATES, BulkReplay, ReplayAttempt
+from replay.selectors import dead_letters_matching
 from replay.services import (
     ReplayOrder,
     ReplayRefused,
@@ -71,13 +72,8 @@ class Selection:
 
 
 def dead_letters_selected(selection: Selection) -> QuerySet[DeadLetter]:
-    letters = DeadLetter.objects.filter(state__in=REPLAYABLE)
-    if selection.system:
-        letters = letters.filter(system=selection.system)
-    if selection.error:
-        letters = letters.filter(error__icontains=selection.error)
-    if selection.since:
-        letters = letters.filter(last_failed_at__gte=selection.since)
+    wanted = {"system": selection.system, "error": selection.error, "since": selection.since}
+    letters = dead_letters_matching(wanted).filter(state__in=REPLAYABLE)
     if selection.until:
         letters = letters.filter(last_failed_at__lt=selection.until)
     if selection.up_to_id is not None:

@@ -27,10 +27,12 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from console.access import Capability, capabilities_of
+from console.htmx import HtmxHttpRequest
 from console.models import JournalEntry
 from console.services import journal_append
 from replay.models import OPEN_STATES, ReplayAttempt
 from replay.payloads import payload_diff
+from replay.selectors import dead_letters_matching
 from replay.services import (
     CLOSED_STATES,
     ReplayOrder,
@@ -49,8 +51,7 @@ from tracing.flows.masking import (
     headers_shown,
     payload_shown,
 )
-from tracing.flows.models import FlowDefinition, FlowInstance
-from tracing.flows.views import HtmxHttpRequest
+from tracing.flows.models import FlowDefinition
 from tracing.ingest.models import DeadLetter
 
 PAGE_SIZE = 50
@@ -176,22 +177,6 @@ def verdict_words(verdict: dict[str, Any]) -> Verdict:
     if verdict.get("needs_approval"):
         said.append(("Needs approval", "; ".join(verdict["needs_approval"]), "neutral"))
     return said or [("Safe", "the target deduplicates by Idempotency-Key", "good")]
-
-
-def dead_letters_matching(wanted: dict[str, Any]) -> QuerySet[DeadLetter]:
-    letters = DeadLetter.objects.all()
-    if wanted.get("system"):
-        letters = letters.filter(system=wanted["system"])
-    if wanted.get("definition"):
-        flows = FlowInstance.objects.filter(definition__name=wanted["definition"])
-        letters = letters.filter(correlation_id__in=flows.values("correlation_id"))
-    if wanted.get("state"):
-        letters = letters.filter(state=wanted["state"])
-    if wanted.get("error"):
-        letters = letters.filter(error__icontains=wanted["error"])
-    if wanted.get("since"):
-        letters = letters.filter(last_failed_at__gte=wanted["since"])
-    return letters
 
 
 @require_GET

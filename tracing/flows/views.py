@@ -7,25 +7,21 @@ Everything on it is read here from `flow_detail`; nothing recomputes the flow's 
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
-from django_htmx.middleware import HtmxDetails
 
 from console.access import Capability, capabilities_of
+from console.htmx import HtmxHttpRequest
 from tracing.flows.masking import (
     payload_view_unmasked_journal,
 )
 from tracing.flows.models import FlowInstance
 from tracing.flows.page import flow_page_read
 from tracing.flows.selectors import flow_detail
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 @require_GET

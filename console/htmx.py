@@ -1,0 +1,10 @@
+"""The request type of views that answer htmx (django-htmx sets `request.htmx`)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from django_htmx.middleware import HtmxDetails
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
