@@ -15,6 +15,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 VERIFY_PY = Path(__file__).resolve().parents[3] / "tracing" / "ledger" / "verify.py"
 ORIGIN = "tideline.example/tideline/7f3c2a"
@@ -187,7 +188,7 @@ class Tree:
             return [*self._subproof(m, begin, begin + k, complete), self.hash(begin + k, end)]
         return [*self._subproof(m - k, begin + k, end, False), self.hash(begin, begin + k)]
 
-    def range_proof(self, begin: int, end: int, size: int) -> dict[str, object]:
+    def range_proof(self, begin: int, end: int, size: int) -> dict[str, Any]:
         """The contract's range proof: perfect subtrees left of begin and right of end."""
         left, position = [], 0
         for bit in reversed(range(begin.bit_length())):
