@@ -72,6 +72,7 @@ def test_the_base_point_is_rfc8032s() -> None:
         b'{"text":"tab\\t quote\\" slash\\\\ unit\\u001f del\x7f"}',
         # U+1F600 is a surrogate pair in UTF-16, so it sorts before U+E000.
         '{"\U0001f600":1,"\ue000":2}'.encode(),
+        '{"a":"\ue000","b":"\U0001f600"}'.encode(),
         b'{"big":9007199254740991,"neg":-5,"zero":0}',
     ],
 )
@@ -85,6 +86,7 @@ def test_it_accepts_canonical_entries(line: bytes) -> None:
         (b'{"a":1, "b":2}', "canonical form"),
         (b'{"b":1,"a":2}', "canonical form"),
         (b'{"\xee\x80\x80":2,"\xf0\x9f\x98\x80":1}', "canonical form"),
+        ('{"b":"\U0001f600","a":1}'.encode(), "canonical form"),
         (b'{"a":"\\u00e9"}', "canonical form"),
         (b'{"a":"\\u001F"}', "canonical form"),
         (b'{"a":"\\/"}', "canonical form"),
