@@ -5,7 +5,7 @@
     python3 verify.py path/to/unzipped-bundle --key SHA256:<fingerprint>
     python3 verify.py --key SHA256:<fingerprint>      (run from inside an unzipped bundle)
 
-Needs only Python 3's standard library (3.8 or newer) and nothing from Tideline, so an
+Needs only Python 3's standard library (3.7 or newer) and nothing from Tideline, so an
 auditor can run it on a machine that has never seen Tideline. Prints
 `OK: N entries, tree size S, root R, signed by K` (R: the root hash in base64, as the
 checkpoint writes it; K: the key's fingerprint) and exits 0, or prints `FAIL: <where>: <why>`
@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import zipfile
+import zlib
 
 # ---------------------------------------------------------------- Ed25519 (RFC 8032 5.1.7)
 
@@ -367,7 +368,6 @@ class Checkpoint:
         self.size = int(lines[1])
         self.root_b64 = lines[2]
         self.root = b64hash(lines[2], "the root hash", where)
-        self.time = next((x[5:] for x in lines[3:] if x.startswith("time ")), None)
 
 
 def _split_note(raw: bytes, where: str) -> tuple[bytes, list[str]]:
@@ -448,8 +448,10 @@ class Bundle:
                 return self.zip.read(self.prefix + name)
             with open(os.path.join(self.path, *name.split("/")), "rb") as file:
                 return file.read()
-        except (OSError, KeyError, zipfile.BadZipFile):
-            raise Failure(name, "missing from the bundle or unreadable") from None
+        except (KeyError, FileNotFoundError):
+            raise Failure(name, "missing from the bundle") from None
+        except (OSError, zipfile.BadZipFile, zlib.error) as error:
+            raise Failure(name, f"unreadable: {error}") from None
 
     def _read_manifest(self) -> dict:
         try:
