@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -171,7 +173,12 @@ def test_unsafe_ones_are_skipped_and_a_running_job_is_never_doubled(
     assert skipped == {poisoned.id: "poison", stale.id: "stale", after_all.id: "already delivered"}
     delivered = ReplayAttempt.objects.filter(state="delivered", bulk__isnull=False)
     assert {a.dead_letter_id for a in delivered} == {letter.id for letter in good}
-    poison_key = ReplayAttempt.objects.filter(dead_letter=poisoned).first().idempotency_key  # type: ignore[union-attr]
+    poison_key = (
+        ReplayAttempt.objects.filter(dead_letter=poisoned)
+        .values_list("idempotency_key", flat=True)
+        .distinct()
+        .get()
+    )
     # The receiver saw the two failed replays of the poisoned one (by the operator), nothing
     # of the stale or delivered ones, and each good one once.
     assert keys_delivered(receiver) == Counter(
@@ -185,6 +192,28 @@ def test_unsafe_ones_are_skipped_and_a_running_job_is_never_doubled(
     assert poll(rule).startswith("started bulk replay")
     second = BulkReplay.objects.order_by("-created_at").first()
     assert second is not None and second.selection["dead_letter_ids"] == [late.id]
+
+
+def test_polls_at_the_same_moment_start_one_job(
+    sender: httpx.Client, receiver: Receiver, worker_without_beat: Callable[[], Any]
+) -> None:
+    worker_without_beat()
+    rule = wms_rule(receiver)
+    for n in range(3):
+        died(sender, receiver, correlation_id=f"8{n:03d}")
+
+    def poll_and_hang_up() -> str:
+        try:
+            return poll(rule)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(lambda _: poll_and_hang_up(), range(6)))
+    assert sum(outcome.startswith("started bulk replay") for outcome in outcomes) == 1, outcomes
+    assert BulkReplay.objects.count() == 1
+    wait_until(lambda: BulkReplay.objects.get().state == "done")
+    assert len(receiver.deliveries) == 3
 
 
 def test_a_rule_on_a_target_that_does_not_deduplicate_is_refused(
