@@ -143,6 +143,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 10.0,
         "options": {"expires": 10.0},
     },
+    "auto-replay-poll": {
+        "task": "replay.tasks.auto_replay_poll_task",
+        "schedule": 15.0,
+        "options": {"expires": 15.0},
+    },
     # The summarizer drains what ingest marked; a run that could not start within its
     # interval is dropped rather than queued behind the next one.
     "flows-summarize": {

@@ -1,4 +1,5 @@
-"""Admins declare replay destinations and approval rules; every change is journaled."""
+"""Admins declare replay destinations, approval rules and auto-replay rules; every change is
+journaled."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django.db.models import Model
 from django.http import HttpRequest
 
 from console.services import journal_append
-from replay.models import ApprovalRule, Destination
+from replay.models import ApprovalRule, AutoReplayRule, Destination
 
 
 class JournaledAdmin(admin.ModelAdmin):
@@ -42,3 +43,15 @@ class DestinationAdmin(JournaledAdmin):
 @admin.register(ApprovalRule)
 class ApprovalRuleAdmin(JournaledAdmin):
     list_display = ["scope", "name"]
+
+
+@admin.register(AutoReplayRule)
+class AutoReplayRuleAdmin(JournaledAdmin):
+    list_display = [
+        "name", "destination", "error_class", "rate_per_second", "enabled", "owner",
+        "last_checked_at", "last_check", "last_job",
+    ]  # fmt: skip
+    list_filter = ["enabled"]
+    fields = ["name", "destination", "health_url", "error_class", "rate_per_second", "enabled", "owner",
+              "last_checked_at", "last_check", "last_job"]  # fmt: skip
+    readonly_fields = ["last_checked_at", "last_check", "last_job"]

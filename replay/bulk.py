@@ -53,12 +53,15 @@ class Selection:
     up_to_id: int | None = (
         None  # fixed when the job starts: later dead letters are not its business
     )
+    # Only these (an auto-replay rule's: the dead letters bound for its destination).
+    dead_letter_ids: tuple[int, ...] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "system": self.system, "error": self.error,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None, "up_to_id": self.up_to_id,
+            **({"dead_letter_ids": list(self.dead_letter_ids)} if self.dead_letter_ids is not None else {}),
         }  # fmt: skip
 
     @classmethod
@@ -68,6 +71,7 @@ class Selection:
             system=stored.get("system") or "", error=stored.get("error") or "",
             since=datetime.fromisoformat(since) if since else None,
             until=datetime.fromisoformat(until) if until else None, up_to_id=stored.get("up_to_id"),
+            dead_letter_ids=tuple(stored["dead_letter_ids"]) if "dead_letter_ids" in stored else None,
         )  # fmt: skip
 
 
@@ -78,6 +82,8 @@ def dead_letters_selected(selection: Selection) -> QuerySet[DeadLetter]:
         letters = letters.filter(last_failed_at__lt=selection.until)
     if selection.up_to_id is not None:
         letters = letters.filter(id__lte=selection.up_to_id)
+    if selection.dead_letter_ids is not None:
+        letters = letters.filter(id__in=selection.dead_letter_ids)
     return letters.order_by("id")
 
 

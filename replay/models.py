@@ -65,6 +65,15 @@ class Destination(models.Model):
     def __str__(self) -> str:
         return self.address_prefix
 
+    def clean(self) -> None:
+        # Auto-replay rules send here without approval only because the target deduplicates.
+        rules = self.auto_replay_rules.values_list("name", flat=True) if self.pk else []
+        if not self.deduplicates and rules:
+            raise ValidationError({"deduplicates": (
+                f"The auto-replay rules {', '.join(rules)} replay here without approval because "
+                "this target deduplicates; delete them or move them elsewhere first."
+            )})  # fmt: skip
+
 
 class ApprovalRule(models.Model):
     """Replays for this system or flow definition need a second operator's approval."""
@@ -194,3 +203,64 @@ class ReplayAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"replay {self.id} of {self.dead_letter_id} ({self.state})"
+
+
+class AutoReplayRule(models.Model):
+    """When a target that was down answers its health URL again, replay its dead letters.
+
+    Opt-in per destination, and only where the destination deduplicates by Idempotency-Key:
+    that promise is why nobody approves these replays. The job the rule starts is an ordinary
+    bulk replay (same safety checks and skips, same trail); the rule's name is its actor.
+    """
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Journaled as the actor.")
+    destination = models.ForeignKey(
+        Destination, on_delete=models.PROTECT, related_name="auto_replay_rules"
+    )
+    health_url = models.CharField(
+        max_length=500,
+        help_text="GET, 2xx means healthy; must be on the replay allow-list: "
+        "http://wms.internal/health",
+    )
+    error_class = models.CharField(
+        max_length=200,
+        help_text="Text the dead letter's error contains, as in the bulk replay filter "
+        "(case-insensitive): 503, Connection refused, timed out",
+    )
+    rate_per_second = models.FloatField(
+        default=5, help_text="Messages per second: a target that just came back is not flooded."
+    )
+    enabled = models.BooleanField(default=True)
+    owner = models.ForeignKey(
+        "flows.Owner", on_delete=models.PROTECT, related_name="auto_replay_rules"
+    )
+    # What the last poll saw, for the admin list: "HTTP 503 Service Unavailable", "HTTP 200 OK".
+    last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_check_healthy = models.BooleanField(null=True, editable=False)
+    last_check = models.CharField(max_length=500, blank=True, editable=False)
+    last_job = models.ForeignKey(
+        BulkReplay, on_delete=models.SET_NULL, null=True, blank=True, editable=False,
+        related_name="+",
+    )  # fmt: skip
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(rate_per_second__gt=0), name="auto_replay_rate_positive"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"auto-replay {self.name}"
+
+    @property
+    def actor(self) -> str:
+        return f"auto-replay rule {self.name}"
+
+    def clean(self) -> None:
+        from replay.autoreplay import auto_replay_rule_problems
+
+        problems = auto_replay_rule_problems(self)
+        if problems:
+            raise ValidationError(problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from replay.autoreplay import auto_replay_poll
 from replay.bulk import bulk_replay_step, bulk_replays_sweep
 from replay.services import replay_send, replays_sweep
 
@@ -32,3 +33,8 @@ def bulk_replay_step_task(job_id: str) -> str:
 @shared_task(ignore_result=True)
 def bulk_replays_sweep_task() -> int:
     return bulk_replays_sweep(now=timezone.now())
+
+
+@shared_task(ignore_result=True)
+def auto_replay_poll_task() -> dict[str, str]:
+    return auto_replay_poll(now=timezone.now())

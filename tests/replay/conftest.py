@@ -29,6 +29,7 @@ class Receiver:
     url: str
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     behaviour: str = "ok"  # ok | unavailable | hang
+    health_checks: int = 0  # GETs of its health URL (any path): 503 while unavailable
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -56,6 +57,13 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 time.sleep(REPLAY_TIMEOUT_SECONDS * 3)
             status = 503 if receiver.behaviour == "unavailable" else 200
             self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            with receiver.lock:
+                receiver.health_checks += 1
+            self.send_response(503 if receiver.behaviour == "unavailable" else 200)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
