@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from tracing.alerts.models import AlertRule, Channel, Incident, Notification, Silence, WebhookHost
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 

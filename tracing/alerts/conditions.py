@@ -223,7 +223,7 @@ def _dead_letters(rule: AlertRule, now: datetime) -> list[Finding]:
             subject=system, count=depth, oldest_at=group["oldest"],
             summary=f"{depth} dead letter{'s' if depth != 1 else ''} waiting for {system} — oldest {_age(now, group['oldest'])}",
             owner=owners.get(system), link=f"{reverse('dead-letters')}?{urlencode({'system': system})}",
-            correlation_ids=list(flows.values_list("correlation_id", flat=True).distinct()[:FLOWS_KEPT]),
+            correlation_ids=[str(c) for c in flows.values_list("correlation_id", flat=True).distinct()[:FLOWS_KEPT]],
             details={"system": system, "up_to_id": group["up_to"]},
         ))  # fmt: skip
     return found

@@ -29,7 +29,7 @@ def duration_seconds(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-class AlertRuleForm(forms.ModelForm):  # type: ignore[type-arg]
+class AlertRuleForm(forms.ModelForm):
     duration = forms.CharField(
         required=False,
         help_text="Drift: sitting longer than this. Sender silent: nothing for this long. "
@@ -96,7 +96,7 @@ class AlertRuleForm(forms.ModelForm):  # type: ignore[type-arg]
         return super().save(commit)
 
 
-class ChannelForm(forms.ModelForm):  # type: ignore[type-arg]
+class ChannelForm(forms.ModelForm):
     class Meta:
         model = Channel
         fields = ["name", "kind", "url", "email"]
