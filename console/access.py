@@ -103,6 +103,17 @@ URL_RULES: dict[str, Rule] = {
     "replay-confirm": Capability.OPERATE,
     "flow-definitions": Capability.ADMINISTER,
     "flow-definitions-download": Capability.ADMINISTER,
+    "alerts": Capability.VIEW,
+    "alert-incident": Capability.VIEW,
+    "alert-incident-decide": Capability.OPERATE,
+    "alert-incident-replay": Capability.OPERATE,
+    "alert-rules": Capability.VIEW,
+    "alert-rule-new": Capability.ADMINISTER,
+    "alert-rule-edit": Capability.ADMINISTER,
+    "alert-channels": Capability.ADMINISTER,
+    "alert-silences": Capability.VIEW,
+    "alert-silence-post": Capability.OPERATE,
+    "alert-history": Capability.VIEW,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 
@@ -176,6 +187,7 @@ class MatrixPermission(BasePermission):
 NAVIGATION: list[tuple[str, str]] = [
     ("Dashboard", "dashboard"),
     ("Dead letters", "dead-letters"),
+    ("Alerts", "alerts"),
     ("Flow definitions", "flow-definitions"),
     ("Ingest tokens", "ingest-tokens"),
     ("Users & roles", "admin:auth_user_changelist"),

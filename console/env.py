@@ -44,6 +44,19 @@ def env_int(name: str, *, default: int, minimum: int | None = None) -> int:
     return value
 
 
+def env_float(name: str, *, default: float, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number; got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}; got {value}")
+    return value
+
+
 def env_str(name: str, *, default: str = "") -> str:
     return os.environ.get(name, default).strip()
 
@@ -95,3 +108,25 @@ def redis_url_checked(name: str, url: str) -> str:
             f"{name} must be a redis://, rediss:// or redis+socket:// URL; got scheme {scheme!r}"
         )
     return url
+
+
+def email_from_env() -> dict[str, Any]:
+    """Django's EMAIL_* settings for alert e-mail, from EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER,
+    EMAIL_HOST_PASSWORD, EMAIL_USE_TLS, EMAIL_USE_SSL, EMAIL_TIMEOUT and EMAIL_FROM."""
+    use_tls = env_bool("EMAIL_USE_TLS", default=False)
+    use_ssl = env_bool("EMAIL_USE_SSL", default=False)
+    if use_tls and use_ssl:
+        raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be on")
+    return {
+        "EMAIL_BACKEND": env_str(
+            "EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend"
+        ),
+        "EMAIL_HOST": env_str("EMAIL_HOST", default="localhost"),
+        "EMAIL_PORT": env_int("EMAIL_PORT", default=25, minimum=1),
+        "EMAIL_HOST_USER": env_str("EMAIL_HOST_USER"),
+        "EMAIL_HOST_PASSWORD": os.environ.get("EMAIL_HOST_PASSWORD", ""),
+        "EMAIL_USE_TLS": use_tls,
+        "EMAIL_USE_SSL": use_ssl,
+        "EMAIL_TIMEOUT": env_int("EMAIL_TIMEOUT", default=10, minimum=1),
+        "DEFAULT_FROM_EMAIL": env_str("EMAIL_FROM", default="tideline@localhost"),
+    }

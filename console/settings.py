@@ -12,7 +12,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from console.env import (
     database_from_url,
+    email_from_env,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_path,
@@ -71,6 +73,7 @@ INSTALLED_APPS = [
     "console",
     "tracing.ingest",
     "tracing.flows",
+    "tracing.alerts",
     "replay",
 ]
 
@@ -164,6 +167,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "tracing.flows.tasks.flows_missing_task",
         "schedule": 60.0,
         "options": {"expires": 60.0},
+    },
+    # Rules against the summary tables; also retries notifications a dead worker left.
+    "alerts-evaluate": {
+        "task": "tracing.alerts.tasks.alerts_evaluate_task",
+        "schedule": float(env_int("TIDELINE_ALERT_EVALUATE_SECONDS", default=30, minimum=1)),
+        "options": {"expires": 30.0},
     },
 }
 
@@ -286,6 +295,30 @@ TIDELINE_INGEST_MAX_BYTES = env_int(
 TIDELINE_INGEST_STATEMENT_TIMEOUT_MS = env_int(
     "TIDELINE_INGEST_STATEMENT_TIMEOUT_MS", default=15_000, minimum=100
 )
+
+# Alerts
+# Hosts a webhook channel may post to besides those an admin lists ("hooks.slack.com",
+# ".webhook.office.com" for any subdomain, "127.0.0.1:8080" for one port); separate from replay's.
+TIDELINE_ALERT_WEBHOOK_ALLOWED_HOSTS = env_list("TIDELINE_ALERT_WEBHOOK_ALLOWED_HOSTS", default=[])
+TIDELINE_ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int(
+    "TIDELINE_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10, minimum=1
+)
+# The first retry waits about this long, each next one twice as long, at most an hour.
+TIDELINE_ALERT_RETRY_BASE_SECONDS = env_float(
+    "TIDELINE_ALERT_RETRY_BASE_SECONDS", default=10.0, minimum=0.01
+)
+# Where links in notifications point: the console's address as its users reach it.
+TIDELINE_BASE_URL = (env_str("TIDELINE_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+_EMAIL = email_from_env()
+EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]
+EMAIL_HOST = _EMAIL["EMAIL_HOST"]
+EMAIL_PORT = _EMAIL["EMAIL_PORT"]
+EMAIL_HOST_USER = _EMAIL["EMAIL_HOST_USER"]
+EMAIL_HOST_PASSWORD = _EMAIL["EMAIL_HOST_PASSWORD"]
+EMAIL_USE_TLS = _EMAIL["EMAIL_USE_TLS"]
+EMAIL_USE_SSL = _EMAIL["EMAIL_USE_SSL"]
+EMAIL_TIMEOUT = _EMAIL["EMAIL_TIMEOUT"]
+DEFAULT_FROM_EMAIL = _EMAIL["DEFAULT_FROM_EMAIL"]
 
 LOGGING = {
     "version": 1,
