@@ -3,6 +3,12 @@ it, and bulk replays. One module per page family; the URL conf imports them from
 
 from __future__ import annotations
 
+from replay.views.bulk import (
+    bulk_replay_control_post,
+    bulk_replay_new,
+    bulk_replay_page,
+    bulk_replays_page,
+)
 from replay.views.dead_letter import dead_letter_page
 from replay.views.dead_letters import dead_letters_page
 from replay.views.replays import (
@@ -13,6 +19,10 @@ from replay.views.replays import (
 )
 
 __all__ = [
+    "bulk_replay_control_post",
+    "bulk_replay_new",
+    "bulk_replay_page",
+    "bulk_replays_page",
     "dead_letter_close_post",
     "dead_letter_page",
     "dead_letter_replay_post",

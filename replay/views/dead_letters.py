@@ -9,9 +9,10 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from console.access import Capability, capabilities_of
 from console.htmx import HtmxHttpRequest
 from replay.selectors import dead_letters_matching
-from replay.views.forms import DeadLetterFilter
+from replay.views.forms import AGE_SUGGESTIONS, DeadLetterFilter
 from tracing.ingest.models import DeadLetter
 
 PAGE_SIZE = 50
@@ -28,7 +29,8 @@ def dead_letters_page(request: HtmxHttpRequest) -> HttpResponse:
     context = {
         "form": form, "rows": Paginator(letters, PAGE_SIZE).get_page(request.GET.get("page")),
         "counts": _state_counts(dead_letters_matching({**wanted, "state": ""})),
-        "state": wanted.get("state", ""), "now": timezone.now(),
+        "state": wanted.get("state", ""), "now": timezone.now(), "age_suggestions": AGE_SUGGESTIONS,
+        "may_operate": Capability.OPERATE in capabilities_of(request.user),
     }  # fmt: skip
     template = "replay/dead_letters.html"
     return render(request, f"{template}#listing" if request.htmx else template, context)
