@@ -59,11 +59,14 @@ def test_an_operator_replays_a_filter_in_bulk_and_watches_it_finish(
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url("**age=1d**")
     assert page.locator(".dl-list tbody tr").count() == LAST_NIGHT
+    RESULTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(RESULTS / "bulk-replay-filter.png"))
 
     page.get_by_role("link", name="Replay these in bulk…").click()
     page.wait_for_url("**/bulk-replays/new?**")
     assert page.locator("#bulk-matched").inner_text() == str(LAST_NIGHT)
     assert "The safety check would skip none of them." in page.locator(".bulk-preview").inner_text()
+    page.screenshot(path=str(RESULTS / "bulk-replay-preview.png"), full_page=True)
     page.get_by_label("Rate (messages per second; 0: no limit)").fill("4")
     page.get_by_role("button", name="Start bulk replay").click()
     page.wait_for_url("**/bulk-replays/*-*")
@@ -81,7 +84,6 @@ def test_an_operator_replays_a_filter_in_bulk_and_watches_it_finish(
     assert f"{LAST_NIGHT} of {LAST_NIGHT} dealt with" in progress.inner_text()
     assert progress.locator(".bulk-sent dd").inner_text() == str(LAST_NIGHT)
     assert progress.get_attribute("hx-trigger") is None
-    RESULTS.mkdir(exist_ok=True)
     page.screenshot(path=str(RESULTS / "bulk-replay.png"), full_page=True)
 
     asked = len(polls)
