@@ -101,6 +101,15 @@ URL_RULES: dict[str, Rule] = {
     "dead-letter-close": Capability.OPERATE,
     "replay-decide": Capability.OPERATE,
     "replay-confirm": Capability.OPERATE,
+    # Anyone who reads dead letters may watch a bulk replay; only operators start or steer one.
+    "bulk-replays": Capability.VIEW,
+    "bulk-replay": Capability.VIEW,
+    "bulk-replay-new": Capability.OPERATE,
+    "bulk-replay-pause": Capability.OPERATE,
+    "bulk-replay-resume": Capability.OPERATE,
+    "bulk-replay-cancel": Capability.OPERATE,
+    "bulk-replay-approve": Capability.OPERATE,
+    "bulk-replay-reject": Capability.OPERATE,
     "flow-definitions": Capability.ADMINISTER,
     "flow-definitions-download": Capability.ADMINISTER,
     "alerts": Capability.VIEW,
@@ -187,6 +196,7 @@ class MatrixPermission(BasePermission):
 NAVIGATION: list[tuple[str, str]] = [
     ("Dashboard", "dashboard"),
     ("Dead letters", "dead-letters"),
+    ("Bulk replays", "bulk-replays"),
     ("Alerts", "alerts"),
     ("Flow definitions", "flow-definitions"),
     ("Ingest tokens", "ingest-tokens"),

@@ -10,7 +10,7 @@ from uuid import UUID
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -27,7 +27,14 @@ from replay.bulk import (
 )
 from replay.models import BulkReplay, ReplayAttempt
 from replay.payloads import payload_diff
-from replay.selectors import dead_letters_matching
+from replay.selectors import (
+    AGE_HELP,
+    AgeInvalid,
+    age_parse,
+    dead_letters_matching,
+    failed_window,
+    window_problem,
+)
 from replay.services import (
     ReplayOrder,
     ReplayRefused,
@@ -85,16 +92,52 @@ class DeadLetterSerializer(serializers.ModelSerializer[DeadLetter]):
         ]  # fmt: skip
 
 
-class DeadLetterFilter(serializers.Serializer[dict[str, Any]]):
+@extend_schema_field(OpenApiTypes.STR)
+class AgeField(serializers.Field[Any, Any, str, Any]):
+    """A duration as an operator writes it (`1h`, `30m`, `2d`): see replay.selectors."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            return age_parse(str(data))
+        except AgeInvalid as invalid:
+            raise serializers.ValidationError(str(invalid)) from None
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+
+def _age_field(meaning: str) -> AgeField:
+    return AgeField(required=False, help_text=f"{meaning}: {AGE_HELP}.")
+
+
+class FailedWindow(serializers.Serializer[dict[str, Any]]):
+    """When the dead letters last failed: times, ages counted back from now, or both."""
+
+    since = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    until = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    age = _age_field("Failed within this long ago (age=1h: in the last hour)")
+    older_than = _age_field("Failed more than this long ago (older_than=15m)")
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        problem = window_problem(*failed_window(data))
+        if problem:
+            raise serializers.ValidationError({"until": problem})
+        return data
+
+
+class DeadLetterFilter(FailedWindow):
     system = serializers.CharField(max_length=50, required=False)
+    definition = serializers.CharField(
+        max_length=100, required=False, help_text="A flow definition's name."
+    )
     state = serializers.ChoiceField(choices=DeadLetter.State.choices, required=False)
     error = serializers.CharField(max_length=200, required=False)
-    since = serializers.DateTimeField(required=False)
 
 
 @extend_schema(parameters=[DeadLetterFilter])
 class DeadLetterList(generics.ListAPIView[DeadLetter]):
-    """Dead letters, newest failure first; filter by system, state, error text, failed since."""
+    """Dead letters, newest failure first; filter by system, flow definition, state, error text
+    and when they last failed (since, until, age, older_than)."""
 
     serializer_class = DeadLetterSerializer
 
@@ -267,11 +310,15 @@ class ReplayConfirmDelivered(APIView):
         return Response(ReplaySerializer(attempt).data)
 
 
-class BulkSelection(serializers.Serializer[dict[str, Any]]):
+class BulkSelection(FailedWindow):
+    """The dead-letter filter (ages become times when the job starts) and how to replay."""
+
     system = serializers.CharField(max_length=50, required=False, default="", allow_blank=True)
+    definition = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
+    state = serializers.ChoiceField(
+        choices=DeadLetter.State.choices, required=False, default="", allow_blank=True
+    )
     error = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
-    since = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    until = serializers.DateTimeField(required=False, allow_null=True, default=None)
     rate_per_second = serializers.FloatField(min_value=0, default=0)
     include_stale = serializers.BooleanField(default=False)
     reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
@@ -307,9 +354,11 @@ class BulkReplayList(generics.ListAPIView[BulkReplay]):
         given = BulkSelection(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
+        since, until = failed_window(data, timezone.now())
         selection = Selection(
-            system=data["system"], error=data["error"], since=data["since"], until=data["until"]
-        )
+            system=data["system"], definition=data["definition"], state=data["state"],
+            error=data["error"], since=since, until=until,
+        )  # fmt: skip
         if data["preview"]:
             return Response(
                 bulk_replay_preview(selection=selection, include_stale=data["include_stale"])

@@ -47,6 +47,8 @@ REPLAYABLE = [DeadLetter.State.NEW, DeadLetter.State.POISON]
 @dataclass(frozen=True)
 class Selection:
     system: str = ""
+    definition: str = ""
+    state: str = ""  # narrows the replayable states further, as the console's filter does
     error: str = ""
     since: datetime | None = None
     until: datetime | None = None
@@ -58,7 +60,7 @@ class Selection:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "system": self.system, "error": self.error,
+            "system": self.system, "definition": self.definition, "state": self.state, "error": self.error,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None, "up_to_id": self.up_to_id,
             **({"dead_letter_ids": list(self.dead_letter_ids)} if self.dead_letter_ids is not None else {}),
@@ -68,7 +70,8 @@ class Selection:
     def of(cls, stored: dict[str, Any]) -> Selection:
         since, until = stored.get("since"), stored.get("until")
         return cls(
-            system=stored.get("system") or "", error=stored.get("error") or "",
+            system=stored.get("system") or "", definition=stored.get("definition") or "",
+            state=stored.get("state") or "", error=stored.get("error") or "",
             since=datetime.fromisoformat(since) if since else None,
             until=datetime.fromisoformat(until) if until else None, up_to_id=stored.get("up_to_id"),
             dead_letter_ids=tuple(stored["dead_letter_ids"]) if "dead_letter_ids" in stored else None,
@@ -76,10 +79,11 @@ class Selection:
 
 
 def dead_letters_selected(selection: Selection) -> QuerySet[DeadLetter]:
-    wanted = {"system": selection.system, "error": selection.error, "since": selection.since}
+    wanted = {
+        "system": selection.system, "definition": selection.definition, "state": selection.state,
+        "error": selection.error, "since": selection.since, "until": selection.until,
+    }  # fmt: skip
     letters = dead_letters_matching(wanted).filter(state__in=REPLAYABLE)
-    if selection.until:
-        letters = letters.filter(last_failed_at__lt=selection.until)
     if selection.up_to_id is not None:
         letters = letters.filter(id__lte=selection.up_to_id)
     if selection.dead_letter_ids is not None:
