@@ -151,6 +151,15 @@ class AmqpTarget:
         self.thread.join(timeout=5)
 
     def _consume(self) -> None:
+        """Consume until stopped; a lost broker is waited for, as a real consumer would."""
+        while not self.stopping.is_set():
+            try:
+                self._session()
+            except Exception as error:  # the target outlives a broker outage
+                log.warning("simulator: the QMS target lost RabbitMQ", extra={"error": str(error)})
+                self.stopping.wait(2.0)
+
+    def _session(self) -> None:
         with Connection(self.amqp_url, connect_timeout=5, heartbeat=0) as broker:
             channel = broker.channel()
             channel.queue_declare(

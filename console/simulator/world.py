@@ -182,9 +182,9 @@ class World:
 
 def _fate(rng: random.Random) -> str:
     roll = rng.random()
-    if roll < 0.04:
+    if roll < 0.01:
         return "tms_hang"
-    if roll < 0.07:
+    if roll < 0.02:
         return "bad_invoice"
     return "completed"
 
