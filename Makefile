@@ -21,8 +21,9 @@ $(VENV)/.dev-installed: requirements/dev.txt | $(BIN)/python
 
 install: $(VENV)/.base-installed
 
+# Without DATABASE_URL (try-out mode) the console comes with a simulated company feeding it.
 run: $(VENV)/.base-installed
-	$(BIN)/python manage.py serve
+	$(BIN)/python manage.py serve $(if $(DATABASE_URL),,--demo)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

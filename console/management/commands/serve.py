@@ -1,7 +1,8 @@
 """`manage.py serve`: the whole of Tideline on one machine, as children of one process.
 
 Migrates, creates the first admin on an empty database, then runs gunicorn (web), a
-Celery worker and Celery beat. Ctrl-C or SIGTERM stops every child, then the embedded
+Celery worker and Celery beat. With --demo (what `make run` passes in try-out mode), also
+the simulated seafood company and its targets (console.simulator.demo). Ctrl-C or SIGTERM stops every child, then the embedded
 servers of try-out mode; if one child dies, the rest are stopped too, so nothing runs
 half-alive.
 """
@@ -31,6 +32,7 @@ from console.access import Role
 from console.embedded import stop_services
 from console.servers import web_server_command
 from console.services import user_create
+from console.simulator.demo import Demo, demo_prepare
 
 STOP_GRACE_SECONDS = 30
 
@@ -46,6 +48,10 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=min(4, 2 * (os.cpu_count() or 1)))
         parser.add_argument("--celery-workers", type=int, default=2)
         parser.add_argument(
+            "--demo", action="store_true",
+            help="also load the example flows and run the simulated seafood company against it",
+        )  # fmt: skip
+        parser.add_argument(
             "--no-embedded",
             action="store_true",
             help="refuse to start without DATABASE_URL and REDIS_URL instead of embedded servers",
@@ -59,16 +65,31 @@ class Command(BaseCommand):
         exit_code = 0
         try:
             self._prepare()
-            env = self._child_environment()
-            for name, command in self._commands(options).items():
+            demo = demo_prepare(port=options["port"]) if options["demo"] else None
+            env = {**self._child_environment(), **(demo.environment if demo else {})}
+            commands = self._commands(options)
+            if demo and (consumer := demo.dead_letter_consumer_command()):
+                commands["dead-letters"] = consumer
+            for name, command in commands.items():
                 children[name] = subprocess.Popen(command, env=env)  # noqa: S603 - our own fixed commands
             url = f"http://{options['host']}:{options['port']}"
             self._announce_when_up(url, children)
+            if demo and not self.stopping:
+                children["simulator"] = subprocess.Popen(demo.simulator_command(url), env=env)  # noqa: S603
+                self.stdout.write(self._demo_words(demo))
             exit_code = self._watch(children)
         finally:
             self._stop(children)
             stop_services()
         sys.exit(exit_code)
+
+    def _demo_words(self, demo: Demo) -> str:
+        letters = "RabbitMQ's dead-letter queue" if demo.amqp_url else "the dead-letter API"
+        return (
+            "Demo: the seafood company's systems now feed this console (a weekend of history, "
+            f"then live); QMS dead letters arrive through {letters}; replays reach the "
+            f"stand-in QMS and FIN at {demo.targets_origin}"
+        )
 
     def _ask_to_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True

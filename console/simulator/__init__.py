@@ -1,0 +1,1 @@
+"""The simulated seafood company (`manage.py simulate`, `serve --demo`): see engine.py."""
