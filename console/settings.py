@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "console",
     "tracing.ingest",
     "tracing.flows",
+    "tracing.ledger",
     "replay",
 ]
 
