@@ -103,6 +103,10 @@ URL_RULES: dict[str, Rule] = {
     "replay-confirm": Capability.OPERATE,
     "flow-definitions": Capability.ADMINISTER,
     "flow-definitions-download": Capability.ADMINISTER,
+    "api-ledger-checkpoint": Capability.AUDIT,
+    "api-ledger-inclusion": Capability.AUDIT,
+    "api-ledger-consistency": Capability.AUDIT,
+    "api-ledger-public-key": Capability.AUDIT,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 

@@ -33,6 +33,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("tracing.ingest.urls")),
     path("", include("tracing.flows.urls")),
+    path("", include("tracing.ledger.urls")),
     path("", include("replay.urls")),
     path("", include("replay.page_urls")),
 ]

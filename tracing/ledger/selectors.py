@@ -100,11 +100,12 @@ def range_proof(begin: int, end: int, size: int) -> dict[str, Any]:
         raise MissingNode(f"subtree {missing} is not stored") from None
 
 
-def leaf_hash_at(index: int) -> bytes | None:
+def entry_at(index: int) -> tuple[bytes, bytes] | None:
+    """(canonical bytes, leaf hash) of the entry at index."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT leaf_hash FROM ledger_entry WHERE index = %s", [index])
+        cursor.execute("SELECT body, leaf_hash FROM ledger_entry WHERE index = %s", [index])
         row = cursor.fetchone()
-    return bytes(row[0]) if row else None
+    return (bytes(row[0]), bytes(row[1])) if row else None
 
 
 def checkpoint_latest() -> Checkpoint | None:
