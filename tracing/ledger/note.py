@@ -88,7 +88,8 @@ def signing_key_generate(name: str) -> SigningKey:
 
 
 def signing_key_parse(text: str) -> SigningKey:
-    parts = text.strip().split("+")
+    # base64 has '+' too: like Go's note package, split off only the first four fields.
+    parts = text.strip().split("+", 4)
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise NoteError("a signing key reads PRIVATE+KEY+<name>+<key id>+<base64 key>")
     name, hex_id, encoded = parts[2], parts[3], parts[4]
@@ -112,7 +113,7 @@ class VerifierKey:
 
 
 def verifier_key_parse(text: str) -> VerifierKey:
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
         raise NoteError("a verifier key reads <name>+<key id>+<base64 key>")
     raw = _b64(parts[2], "the verifier key")

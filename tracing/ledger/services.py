@@ -15,15 +15,17 @@ from pathlib import Path
 import httpx
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from tracing.ingest.services import copy_rows
 from tracing.ledger import merkle
 from tracing.ledger.canonical import canonical
 from tracing.ledger.entries import entries_built
-from tracing.ledger.models import Checkpoint, WitnessPublication
-from tracing.ledger.note import checkpoint_body
+from tracing.ledger.models import Checkpoint, VerificationRun, WitnessPublication
+from tracing.ledger.note import VerifierKey, checkpoint_body, verifier_key_parse
 from tracing.ledger.selectors import piece_hashes, root_at_in, tree_size_in
 from tracing.ledger.signing import signing_key
+from tracing.ledger.verification import ledger_tree_verify
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +163,25 @@ def _publish(target: str, checkpoint: Checkpoint) -> None:
     partial = directory / f".{name}.partial"
     partial.write_text(checkpoint.note, encoding="utf-8")
     partial.replace(directory / name)  # whole or not at all, for the collecting system
+
+
+def ledger_verify(
+    *, now: datetime, full: bool = False, key: VerifierKey | None = None
+) -> VerificationRun:
+    """Verify the log and record the run; incremental from the last verified checkpoint
+    unless `full`. The dashboard shows the latest run that failed."""
+    key = key or verifier_key_parse(signing_key().verifier_key)
+    last = None if full else VerificationRun.objects.filter(ok=True).order_by("-id").first()
+    run = VerificationRun.objects.create(started_at=now)
+    start = last.verified_checkpoint if last else None
+    result = ledger_tree_verify(key=key, start=start)
+    run.finished_at = timezone.now()
+    run.ok = result.ok
+    run.problem = result.problem
+    run.from_size = result.from_size
+    run.verified_size = result.size
+    run.checkpoints = result.checkpoints
+    run.entries = max(result.size - result.from_size, 0)
+    run.verified_checkpoint = result.last_checkpoint or start
+    run.save()
+    return run

@@ -18,3 +18,8 @@ def ledger_checkpoint_task() -> int | None:
     checkpoint = services.ledger_checkpoint(now=timezone.now())
     services.witness_publish(now=timezone.now())
     return checkpoint.size if checkpoint else None
+
+
+@shared_task
+def ledger_verify_task() -> bool:
+    return bool(services.ledger_verify(now=timezone.now()).ok)
