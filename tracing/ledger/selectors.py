@@ -9,7 +9,7 @@ from django.db import connection
 
 from tracing.ledger import merkle
 from tracing.ledger.merkle import LeafRange, Piece
-from tracing.ledger.models import Checkpoint
+from tracing.ledger.models import Checkpoint, VerificationRun
 
 
 def tree_size() -> int:
@@ -115,3 +115,9 @@ def checkpoint_latest() -> Checkpoint | None:
 def checkpoint_covering(size: int) -> Checkpoint | None:
     """The first checkpoint whose tree holds `size` entries (for a bundle's first/last)."""
     return Checkpoint.objects.filter(size__gte=size).order_by("size", "id").first()
+
+
+def verification_failed() -> VerificationRun | None:
+    """The latest finished verification, when it failed: the dashboard shows it to everyone."""
+    latest = VerificationRun.objects.filter(ok__isnull=False).order_by("-id").first()
+    return latest if latest is not None and latest.ok is False else None

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from console.access import Role
 from console.services import journal_append
 from tracing.ledger import merkle
 from tracing.ledger.models import Entry, VerificationRun
@@ -132,3 +133,10 @@ def test_a_rebuilt_tree_re_signed_with_another_key_is_refused(log, settings) -> 
         "(size 20): the note carries no signature by ledger.test/tideline/0123456789abcdef"
         in output
     )
+
+
+def test_a_failed_verification_shows_on_the_dashboard(log, client_as) -> None:
+    as_superuser("DELETE FROM ledger_entry WHERE index = 12")
+    verify()
+    page = client_as(Role.SUPPORT).get("/").content.decode()
+    assert "The ledger did not verify" in page and "entry 12 is missing" in page
