@@ -123,6 +123,10 @@ URL_RULES: dict[str, Rule] = {
     "alert-silences": Capability.VIEW,
     "alert-silence-post": Capability.OPERATE,
     "alert-history": Capability.VIEW,
+    "api-ledger-checkpoint": Capability.AUDIT,
+    "api-ledger-inclusion": Capability.AUDIT,
+    "api-ledger-consistency": Capability.AUDIT,
+    "api-ledger-public-key": Capability.AUDIT,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from tracing.flows import dashboard as selectors
+from tracing.ledger.selectors import verification_failed
 
 LIST_LIMIT = 20
 STUCK_LIMIT = 100
@@ -24,6 +25,7 @@ STUCK_LIMIT = 100
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     context = dashboard_context(request.GET, now=timezone.now())
+    context["ledger_failure"] = verification_failed()
     if request.htmx and not context["empty"]:  # type: ignore[attr-defined]
         return render(request, "console/dashboard.html#panels", context)
     return render(request, "console/dashboard.html", context)

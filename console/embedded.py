@@ -26,6 +26,10 @@ from console.env import env_path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATABASE_NAME = "tideline"
+# Try-out mode separates the roles as a real installation should: the owner migrates, the
+# application connects as a role that may not rewrite the ledger (tracing/ledger/roles.py).
+OWNER_ROLE = "tideline_owner"
+APP_ROLE = "tideline_app"
 # PostgreSQL refuses to run as root; as root we run it as this unprivileged user.
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 _SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for ".s.PGSQL.5432"
@@ -39,7 +43,9 @@ def tideline_home() -> Path:
     return env_path("TIDELINE_HOME", default=BASE_DIR / ".tideline")
 
 
-def provide_services(*, allow_embedded: bool, home: Path | None = None) -> None:
+def provide_services(
+    *, allow_embedded: bool, home: Path | None = None, separate_roles: bool = True
+) -> None:
     missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
     if not missing:
         return
@@ -51,7 +57,12 @@ def provide_services(*, allow_embedded: bool, home: Path | None = None) -> None:
     home.mkdir(parents=True, exist_ok=True)
     try:
         if "DATABASE_URL" in missing:
-            os.environ["DATABASE_URL"] = start_postgres(home)
+            start_postgres(home)
+            if separate_roles:
+                os.environ["DATABASE_URL"] = postgres_url(home, APP_ROLE)
+                os.environ["TIDELINE_MIGRATE_DATABASE_URL"] = postgres_url(home, OWNER_ROLE)
+            else:  # the test suite: it creates test databases and empties append-only tables
+                os.environ["DATABASE_URL"] = postgres_url(home, "postgres")
         if "REDIS_URL" in missing:
             os.environ["REDIS_URL"] = start_redis(home)
     except EmbeddedServiceError as error:
@@ -113,8 +124,8 @@ def _run(command: list[str], *, user: str | None, what: str, log: Path | None = 
         raise EmbeddedServiceError(f"{what} failed: {result.stderr.strip()[-500:]}{where}")
 
 
-def postgres_url(home: Path) -> str:
-    return f"postgresql://postgres@/{DATABASE_NAME}?host={socket_dir(home)}"
+def postgres_url(home: Path, role: str = OWNER_ROLE) -> str:
+    return f"postgresql://{role}@/{DATABASE_NAME}?host={socket_dir(home)}"
 
 
 def postgres_is_running(home: Path) -> bool:
@@ -173,18 +184,59 @@ def start_postgres(home: Path) -> str:
             log=log,
         )
     _ensure_database(sockets)
-    return postgres_url(home)
+    return postgres_url(home, APP_ROLE)
 
 
 def _ensure_database(sockets: Path) -> None:
     with psycopg.connect(
         host=str(sockets), user="postgres", dbname="postgres", autocommit=True
     ) as conn:
+        for role in (OWNER_ROLE, APP_ROLE):
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+                conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        # The owner hands the partitioned tables to the application (only an owner may add
+        # partitions); for that PostgreSQL wants it to be a member of the receiving role.
+        conn.execute(f'GRANT "{APP_ROLE}" TO "{OWNER_ROLE}"')
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
         ).fetchone()
         if not exists:
-            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}" OWNER "{OWNER_ROLE}"')
+            return
+        conn.execute(f'ALTER DATABASE "{DATABASE_NAME}" OWNER TO "{OWNER_ROLE}"')
+    with psycopg.connect(
+        host=str(sockets), user="postgres", dbname=DATABASE_NAME, autocommit=True
+    ) as conn:
+        conn.execute(_OWNERSHIP_FROM_POSTGRES)
+
+
+# A try-out database made before the roles were separated belongs to postgres: give its
+# tables, sequences and functions to the owner role (the bootstrap superuser's own objects
+# cannot be reassigned wholesale).
+_OWNERSHIP_FROM_POSTGRES = """
+DO $$
+DECLARE item record;
+BEGIN
+    FOR item IN SELECT c.relname, c.relkind FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v')
+        AND pg_get_userbyid(c.relowner) = 'postgres'
+        AND NOT (c.relkind = 'S' AND EXISTS (
+            SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
+    LOOP
+        EXECUTE format('ALTER %s %I OWNER TO tideline_owner',
+            CASE item.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END,
+            item.relname);
+    END LOOP;
+    FOR item IN SELECT p.oid::regprocedure AS signature FROM pg_proc p
+        JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) = 'postgres'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO tideline_owner', item.signature);
+    END LOOP;
+END;
+$$;
+"""
 
 
 def stop_postgres(home: Path) -> None:

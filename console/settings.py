@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "tracing.ingest",
     "tracing.flows",
     "tracing.alerts",
+    "tracing.ledger",
     "replay",
 ]
 
@@ -162,6 +163,22 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "tracing.flows.tasks.flows_stalled_task",
         "schedule": 15.0,
         "options": {"expires": 15.0},
+    },
+    # One sequencer at a time (an advisory lock); a run that could not start in time is dropped.
+    "ledger-sequence": {
+        "task": "tracing.ledger.tasks.ledger_sequence_task",
+        "schedule": 1.0,
+        "options": {"expires": 2.0},
+    },
+    # A checkpoint whenever the log grew: at most 30 s after an entry, never a minute.
+    "ledger-checkpoint": {
+        "task": "tracing.ledger.tasks.ledger_checkpoint_task",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
+    },
+    "ledger-verify": {
+        "task": "tracing.ledger.tasks.ledger_verify_task",
+        "schedule": 86400.0,
     },
     "flows-missing": {
         "task": "tracing.flows.tasks.flows_missing_task",
@@ -319,6 +336,15 @@ EMAIL_USE_TLS = _EMAIL["EMAIL_USE_TLS"]
 EMAIL_USE_SSL = _EMAIL["EMAIL_USE_SSL"]
 EMAIL_TIMEOUT = _EMAIL["EMAIL_TIMEOUT"]
 DEFAULT_FROM_EMAIL = _EMAIL["DEFAULT_FROM_EMAIL"]
+# Ledger
+# The Ed25519 key that signs checkpoints, in signed-note form (`manage.py ledger keygen`);
+# unset only in try-out mode, where one is made once in TIDELINE_HOME.
+TIDELINE_SIGNING_KEY = env_str("TIDELINE_SIGNING_KEY")
+# Off-host copies of every checkpoint: POSTed to a webhook and/or written to a directory
+# another system collects.
+TIDELINE_WITNESS_URL = env_str("TIDELINE_WITNESS_URL")
+TIDELINE_WITNESS_DIR = env_str("TIDELINE_WITNESS_DIR")
+TIDELINE_LEDGER_BATCH = env_int("TIDELINE_LEDGER_BATCH", default=20_000, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -34,6 +34,7 @@ urlpatterns = [
     path("", include("tracing.ingest.urls")),
     path("", include("tracing.flows.urls")),
     path("", include("tracing.alerts.urls")),
+    path("", include("tracing.ledger.urls")),
     path("", include("replay.urls")),
     path("", include("replay.page_urls")),
 ]

@@ -14,7 +14,9 @@ from console.embedded import BASE_DIR, provide_services, stop_services
 
 TEST_HOME = Path(os.environ.get("TIDELINE_TEST_HOME", BASE_DIR / ".tideline" / "test"))
 os.environ.setdefault("TIDELINE_HOME", str(TEST_HOME))
-provide_services(allow_embedded=True, home=TEST_HOME)
+# One superuser role: the suite creates its test database and empties append-only tables
+# between tests; tests/tracing/ledger/test_roles.py checks the application's own role.
+provide_services(allow_embedded=True, home=TEST_HOME, separate_roles=False)
 
 
 def pytest_report_header() -> list[str]:

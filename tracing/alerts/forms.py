@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.db import models
 
 from console.models import IngestToken
 from tracing.alerts.channels import webhook_url_problem
@@ -96,11 +97,19 @@ class AlertRuleForm(forms.ModelForm):
         return super().save(commit)
 
 
+def _https_assumed(field: models.Field, **kwargs: Any) -> forms.Field | None:
+    """A webhook address typed without a scheme is the public HTTPS one, as Django 6 assumes."""
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
+
+
 class ChannelForm(forms.ModelForm):
     class Meta:
         model = Channel
         fields = ["name", "kind", "url", "email"]
         labels = {"url": "Webhook URL (Slack, Teams or your own)", "email": "E-mail address"}
+        formfield_callback = _https_assumed
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -205,3 +205,41 @@ def test_a_silenced_incident_tells_nobody_until_the_silence_ends(
     deliver_due(now + timedelta(minutes=61))
     assert [body["event"] for body in posted(receiver)] == ["opened"]
     assert Notification.objects.count() == 1
+
+
+def test_a_ledger_that_no_longer_verifies_is_one_notification(
+    receiver: Receiver, deliver_due: Deliver, settings
+) -> None:
+    from django.core.management import call_command
+    from django.db import connection
+
+    from console.services import journal_append
+    from tracing.ledger.note import signing_key_generate
+    from tracing.ledger.services import ledger_checkpoint, ledger_sequence
+
+    settings.TIDELINE_SIGNING_KEY = signing_key_generate("alerts.test/tideline/1").text()
+    for number in range(5):
+        journal_append(actor="test", action="login", subject=f"user:{number}")
+    ledger_sequence(now=timezone.now())
+    ledger_checkpoint(now=timezone.now())
+    rule("ledger", "ledger", to_owner=False, channels=(webhook_channel(receiver),))
+    call_command("ledger", "verify", "--full")
+    evaluate(now=timezone.now() + timedelta(seconds=1))
+    assert not Incident.objects.exists(), "a ledger that verifies raises nothing"
+
+    with connection.cursor() as cursor:  # a superuser rewrites entry 3 behind the trigger
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(
+            "UPDATE ledger_entry SET body = convert_to(replace(convert_from(body, 'UTF8'), "
+            "'login', 'logout'), 'UTF8') WHERE index = 3"
+        )
+        cursor.execute("SET LOCAL session_replication_role = DEFAULT")
+    with pytest.raises(SystemExit):
+        call_command("ledger", "verify", "--full")
+    for seconds in (2, 60, 120):
+        evaluate(now=timezone.now() + timedelta(seconds=seconds))
+        deliver_due(timezone.now() + timedelta(seconds=seconds))
+    bodies = posted(receiver)
+    assert [body["event"] for body in bodies] == ["opened"]
+    assert "Ledger verification failed" in bodies[0]["summary"]
+    assert "entry 3" in bodies[0]["summary"]

@@ -1,0 +1,177 @@
+"""What a ledger entry says about each source row: ids, times, actor, action and digests.
+
+Built by the sequencer from rows already stored, never by ingest. Never personal data or
+payloads: a payload, the business keys, headers, an error text or a journal's details go in
+only as SHA-256 digests ("sha256:<hex>"), so erasing a payload never breaks the log. Digests
+of JSON columns are of PostgreSQL's jsonb text (deterministic for a stored value), computed
+in the database to keep the sequencer fast; the raw request body's digest is the one ingest
+stored it under.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tracing.ledger.canonical import rfc3339
+
+PendingRow = tuple[int, str, int, datetime | None, int | None]  # id, kind, source, at, version
+
+
+@dataclass(frozen=True)
+class BuiltEntry:
+    pending_id: int
+    kind: str
+    source_id: int
+    at: datetime
+    system: str | None
+    correlation_id: str | None
+    content: dict[str, Any]
+
+
+def _digest(value: bytes | memoryview | None) -> str | None:
+    return f"sha256:{bytes(value).hex()}" if value is not None else None
+
+
+def _digests(**named: bytes | memoryview | str | None) -> dict[str, str]:
+    found = {}
+    for name, value in named.items():
+        if isinstance(value, str):
+            found[name] = f"sha256:{value}"
+        elif value is not None:
+            found[name] = _digest(value) or ""
+    return found
+
+
+RECORDS_SQL = """
+SELECT r.id, r.occurred_at, r.received_at, r.sender, r.record_id, r.system, r.step, r.event,
+       r.message_id, r.correlation_id, encode(r.trace_id, 'hex'), encode(r.span_id, 'hex'),
+       r.source, r.raw_position, r.raw_body_id, r.payload_digest,
+       sha256(convert_to(r.business_keys::text, 'UTF8')),
+       sha256(convert_to(r.headers::text, 'UTF8')),
+       CASE WHEN r.error <> '' THEN sha256(convert_to(r.error, 'UTF8')) END
+FROM ingest_record r
+WHERE r.id = ANY(%s) AND r.occurred_at BETWEEN %s AND %s
+"""
+
+
+def records_built(cursor: Any, pending: list[PendingRow]) -> dict[int, BuiltEntry]:
+    """By source id. The time bounds let PostgreSQL read only the partitions that hold them."""
+    if not pending:
+        return {}
+    times = [row[3] for row in pending if row[3] is not None]
+    cursor.execute(RECORDS_SQL, [[row[2] for row in pending], min(times), max(times)])
+    queued = {row[2]: row[0] for row in pending}
+    built = {}
+    for (record_id, at, received_at, sender, sender_record_id, system, step, event, message_id,
+         correlation_id, trace_id, span_id, source, position, raw_body, payload, business_keys,
+         headers, error) in cursor.fetchall():  # fmt: skip
+        content = {
+            "v": 1, "kind": "record", "id": str(record_id), "at": rfc3339(at),
+            "received_at": rfc3339(received_at), "actor": sender, "action": event,
+            "system": system, "step": step, "record_id": sender_record_id,
+            "message_id": message_id, "correlation_id": correlation_id, "trace_id": trace_id,
+            "span_id": span_id, "source": source, "raw_position": position,
+            "digests": _digests(
+                raw_body=raw_body, payload=payload, business_keys=business_keys,
+                headers=headers, error=error,
+            ),
+        }  # fmt: skip
+        built[record_id] = BuiltEntry(
+            queued[record_id], "record", record_id, at, system, correlation_id, content
+        )
+    return built
+
+
+DEAD_LETTERS_SQL = """
+SELECT d.id, q.death, d.sender, d.message_id, d.correlation_id, d.system, d.transport,
+       sha256(convert_to(d.destination::text, 'UTF8')),
+       sha256(convert_to(d.headers::text, 'UTF8')),
+       d.history -> (q.death - 1)
+FROM ingest_deadletter d
+JOIN unnest(%s::bigint[], %s::int[]) AS q(id, death) ON q.id = d.id
+"""
+
+
+def dead_letters_built(cursor: Any, pending: list[PendingRow]) -> dict[tuple[int, int], BuiltEntry]:
+    """By (dead letter id, death number): each death of a message is its own entry."""
+    if not pending:
+        return {}
+    cursor.execute(
+        DEAD_LETTERS_SQL, [[row[2] for row in pending], [row[4] or 1 for row in pending]]
+    )
+    queued = {(row[2], row[4] or 1): row[0] for row in pending}
+    built = {}
+    for (letter_id, death_number, sender, message_id, correlation_id, system, transport,
+         destination, headers, death) in cursor.fetchall():  # fmt: skip
+        if death is None:
+            continue
+        death = json.loads(death) if isinstance(death, str) else death  # Django reads jsonb as text
+        at = datetime.fromisoformat(death["failed_at"])
+        content = {
+            "v": 1, "kind": "dead_letter", "id": str(letter_id), "death": death_number,
+            "death_id": death["death_id"], "at": rfc3339(at),
+            "received_at": rfc3339(datetime.fromisoformat(death["received_at"])),
+            "actor": sender, "action": "dead_lettered", "system": system,
+            "message_id": message_id or None, "correlation_id": correlation_id,
+            "transport": transport, "attempts": int(death["attempts"]),
+            "source": death.get("source"),
+            "digests": _digests(
+                payload=death["payload_digest"], headers=headers, destination=destination,
+                error=_text_digest(death.get("error") or ""),
+            ),
+        }  # fmt: skip
+        key = (letter_id, death_number)
+        built[key] = BuiltEntry(
+            queued[key], "dead_letter", letter_id, at, system, correlation_id, content
+        )
+    return built
+
+
+def _text_digest(text: str) -> str | None:
+    return hashlib.sha256(text.encode()).hexdigest() if text else None
+
+
+JOURNAL_SQL = """
+SELECT j.id, j.at, j.actor, j.action, j.subject, j.request_id,
+       sha256(convert_to(j.details::text, 'UTF8'))
+FROM console_journalentry j WHERE j.id = ANY(%s)
+"""
+
+
+def journal_built(cursor: Any, pending: list[PendingRow]) -> dict[int, BuiltEntry]:
+    """By journal id. The remote address stays out: even its digest would identify a person."""
+    if not pending:
+        return {}
+    cursor.execute(JOURNAL_SQL, [[row[2] for row in pending]])
+    queued = {row[2]: row[0] for row in pending}
+    built = {}
+    for journal_id, at, actor, action, subject, request_id, details in cursor.fetchall():
+        content = {
+            "v": 1, "kind": "journal", "id": str(journal_id), "at": rfc3339(at),
+            "actor": actor, "action": action, "subject": subject,
+            "request_id": request_id or None, "digests": _digests(details=details),
+        }  # fmt: skip
+        built[journal_id] = BuiltEntry(
+            queued[journal_id], "journal", journal_id, at, None, None, content
+        )
+    return built
+
+
+def entries_built(cursor: Any, pending: list[PendingRow]) -> list[BuiltEntry]:
+    """The entries for queued rows, in queue order; a source row that no longer exists
+    (removed before it was sequenced) has no entry."""
+    by_kind: dict[str, list[PendingRow]] = {"record": [], "dead_letter": [], "journal": []}
+    for row in pending:
+        by_kind[row[1]].append(row)
+    found: dict[int, BuiltEntry] = {}
+    for entry in (
+        *records_built(cursor, by_kind["record"]).values(),
+        *dead_letters_built(cursor, by_kind["dead_letter"]).values(),
+        *journal_built(cursor, by_kind["journal"]).values(),
+    ):
+        found[entry.pending_id] = entry
+    return [found[row[0]] for row in pending if row[0] in found]

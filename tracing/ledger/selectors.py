@@ -1,0 +1,123 @@
+"""Reads of the log: its size, subtree hashes, proofs and the data an export needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connection
+
+from tracing.ledger import merkle
+from tracing.ledger.merkle import LeafRange, Piece
+from tracing.ledger.models import Checkpoint, VerificationRun
+
+
+def tree_size() -> int:
+    with connection.cursor() as cursor:
+        return tree_size_in(cursor)
+
+
+def tree_size_in(cursor: Any) -> int:
+    cursor.execute("SELECT index FROM ledger_entry ORDER BY index DESC LIMIT 1")
+    row = cursor.fetchone()
+    return int(row[0]) + 1 if row else 0
+
+
+def piece_hashes(cursor: Any, wanted: Iterable[Piece]) -> dict[Piece, bytes]:
+    """The hashes of aligned perfect subtrees: leaves from the entries, the rest from nodes.
+
+    KeyError-free: a piece that is not stored is simply missing from the answer.
+    """
+    wanted = set(wanted)
+    leaves = [index for level, index in wanted if level == 0]
+    nodes = [(level, index) for level, index in wanted if level > 0]
+    found: dict[Piece, bytes] = {}
+    if leaves:
+        cursor.execute("SELECT index, leaf_hash FROM ledger_entry WHERE index = ANY(%s)", [leaves])
+        found.update({(0, index): bytes(digest) for index, digest in cursor.fetchall()})
+    if nodes:
+        cursor.execute(
+            "SELECT n.level, n.index, n.hash FROM ledger_node n "
+            "JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, index) "
+            "ON n.level = w.level AND n.index = w.index",
+            [[level for level, _ in nodes], [index for _, index in nodes]],
+        )
+        found.update({(level, index): bytes(digest) for level, index, digest in cursor.fetchall()})
+    return found
+
+
+class MissingNode(LookupError):
+    """A subtree the log should hold is not stored: the tables were changed behind its back."""
+
+
+def _lookup(cursor: Any, ranges: Iterable[LeafRange]) -> merkle.Lookup:
+    found = piece_hashes(cursor, merkle.pieces_needed(ranges))
+
+    def lookup(piece: Piece) -> bytes:
+        try:
+            return found[piece]
+        except KeyError:
+            raise MissingNode(f"subtree {piece} is not stored") from None
+
+    return lookup
+
+
+def root_at(size: int) -> bytes:
+    with connection.cursor() as cursor:
+        return root_at_in(cursor, size)
+
+
+def root_at_in(cursor: Any, size: int) -> bytes:
+    prefix = [(0, size)] if size else []
+    return merkle.range_hash((0, size), _lookup(cursor, prefix)) if size else merkle.EMPTY_ROOT
+
+
+def inclusion_proof(index: int, size: int) -> list[bytes]:
+    ranges = merkle.inclusion_ranges(index, size)
+    with connection.cursor() as cursor:
+        lookup = _lookup(cursor, ranges)
+    return [merkle.range_hash(leaves, lookup) for leaves in ranges]
+
+
+def consistency_proof(first: int, second: int) -> list[bytes]:
+    ranges = merkle.consistency_ranges(first, second)
+    with connection.cursor() as cursor:
+        lookup = _lookup(cursor, ranges)
+    return [merkle.range_hash(leaves, lookup) for leaves in ranges]
+
+
+def range_proof(begin: int, end: int, size: int) -> dict[str, Any]:
+    """The contract's range proof of entries [begin, end) against the tree of `size`."""
+    left, right = merkle.range_proof_pieces(begin, end, size)
+    with connection.cursor() as cursor:
+        found = piece_hashes(cursor, [*left, *right])
+    try:
+        return {
+            "begin": begin, "end": end, "size": size,
+            "left": [found[piece] for piece in left], "right": [found[piece] for piece in right],
+        }  # fmt: skip
+    except KeyError as missing:
+        raise MissingNode(f"subtree {missing} is not stored") from None
+
+
+def entry_at(index: int) -> tuple[bytes, bytes] | None:
+    """(canonical bytes, leaf hash) of the entry at index."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT body, leaf_hash FROM ledger_entry WHERE index = %s", [index])
+        row = cursor.fetchone()
+    return (bytes(row[0]), bytes(row[1])) if row else None
+
+
+def checkpoint_latest() -> Checkpoint | None:
+    return Checkpoint.objects.order_by("-size", "-id").first()
+
+
+def checkpoint_covering(size: int) -> Checkpoint | None:
+    """The first checkpoint whose tree holds `size` entries (for a bundle's first/last)."""
+    return Checkpoint.objects.filter(size__gte=size).order_by("size", "id").first()
+
+
+def verification_failed() -> VerificationRun | None:
+    """The latest finished verification, when it failed: the dashboard shows it to everyone."""
+    latest = VerificationRun.objects.filter(ok__isnull=False).order_by("-id").first()
+    return latest if latest is not None and latest.ok is False else None
