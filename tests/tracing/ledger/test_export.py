@@ -54,9 +54,9 @@ def test_an_export_of_a_day_verifies_with_the_pinned_key_in_an_empty_folder(
 
     result = verify_alone(bundle, "--key", signing_key.fingerprint)
 
-    latest = Checkpoint.objects.order_by("-size").first()
+    latest = Checkpoint.objects.order_by("-size")[0]
     in_day = Entry.objects.filter(at__gte=day, at__lt=day + timedelta(days=1))
-    first, last = in_day.order_by("index").first(), in_day.order_by("-index").first()
+    first, last = in_day.order_by("index")[0], in_day.order_by("-index")[0]
     count = last.index - first.index + 1
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(f"OK: {count} entries, tree size {latest.size}, root ")
@@ -146,7 +146,7 @@ def test_the_summary_highlights_a_system_and_escapes_what_it_shows(
         lines = opened.read("entries.jsonl").count(b"\n")
     assert "&lt;script&gt;ORD" in summary and "<script>" not in summary
     assert f"0 of the {lines} entries match" in summary
-    assert lines == Checkpoint.objects.order_by("-size").first().size
+    assert lines == Checkpoint.objects.order_by("-size")[0].size
 
 
 @pytest.mark.parametrize("role", [Role.SUPPORT, Role.OPERATOR])
