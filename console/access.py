@@ -127,6 +127,9 @@ URL_RULES: dict[str, Rule] = {
     "api-ledger-inclusion": Capability.AUDIT,
     "api-ledger-consistency": Capability.AUDIT,
     "api-ledger-public-key": Capability.AUDIT,
+    "ledger": Capability.AUDIT,
+    "ledger-export-new": Capability.AUDIT,
+    "ledger-export-download": Capability.AUDIT,
 }
 NAMESPACE_RULES: dict[str, Rule] = {"admin": Capability.ADMINISTER}
 
@@ -202,6 +205,7 @@ NAVIGATION: list[tuple[str, str]] = [
     ("Dead letters", "dead-letters"),
     ("Bulk replays", "bulk-replays"),
     ("Alerts", "alerts"),
+    ("Ledger", "ledger"),
     ("Flow definitions", "flow-definitions"),
     ("Ingest tokens", "ingest-tokens"),
     ("Users & roles", "admin:auth_user_changelist"),

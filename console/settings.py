@@ -21,6 +21,7 @@ from console.env import (
     env_str,
     redis_url_checked,
 )
+from tracing.ledger.retention_policy import retention_policy_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 TIDELINE_HOME = env_path("TIDELINE_HOME", default=BASE_DIR / ".tideline")
@@ -175,6 +176,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "tracing.ledger.tasks.ledger_checkpoint_task",
         "schedule": 30.0,
         "options": {"expires": 30.0},
+    },
+    # Payloads past their system's retention, and span partitions past theirs.
+    "ledger-retention": {
+        "task": "tracing.ledger.tasks.retention_run_task",
+        "schedule": 86400.0,
+    },
+    # Export jobs a dead worker left behind are queued again.
+    "ledger-exports-sweep": {
+        "task": "tracing.ledger.tasks.ledger_exports_sweep_task",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
     },
     "ledger-verify": {
         "task": "tracing.ledger.tasks.ledger_verify_task",
@@ -345,6 +357,14 @@ TIDELINE_SIGNING_KEY = env_str("TIDELINE_SIGNING_KEY")
 TIDELINE_WITNESS_URL = env_str("TIDELINE_WITNESS_URL")
 TIDELINE_WITNESS_DIR = env_str("TIDELINE_WITNESS_DIR")
 TIDELINE_LEDGER_BATCH = env_int("TIDELINE_LEDGER_BATCH", default=20_000, minimum=1)
+# Where export bundles are written and served from (auditors and admins download them).
+TIDELINE_EXPORT_DIR = env_path("TIDELINE_EXPORT_DIR", default=TIDELINE_HOME / "media" / "exports")
+# How long payloads are kept, per system: "default=90d,QMS=3650d,WMS=30d" (days). Older
+# payloads are pruned from records, dead letters and raw bodies; ledger entries keep their
+# digests, so every proof and every bundle still verifies.
+TIDELINE_PAYLOAD_RETENTION = retention_policy_parse(
+    env_str("TIDELINE_PAYLOAD_RETENTION", default="default=90d") or "default=90d"
+)
 
 LOGGING = {
     "version": 1,

@@ -126,3 +126,56 @@ class VerificationRun(models.Model):
 
     def __str__(self) -> str:
         return f"verification {self.started_at:%Y-%m-%d %H:%M} {'ok' if self.ok else self.problem}"
+
+
+class ExportJob(models.Model):
+    """One export bundle asked for on /ledger/ or with `ledger export`: what it covers, who
+    asked, how far the worker got, and where the zip lies (under TIDELINE_EXPORT_DIR)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    requested_by = models.ForeignKey(
+        "auth.User", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_name = models.CharField(max_length=150)
+    # The filters as asked: since/until chose the range; system and correlation ID only
+    # what the summary highlights.
+    since = models.DateTimeField(null=True)
+    until = models.DateTimeField(null=True)
+    system = models.TextField(blank=True)
+    correlation_id = models.TextField(blank=True)
+    prior_checkpoint = models.TextField(blank=True)
+    # The range fixed when asked: entries [begin, end) against the checkpoint of tree `size`.
+    begin = models.BigIntegerField()
+    end = models.BigIntegerField()
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="+")
+    written = models.BigIntegerField(default=0)
+    file = models.TextField(blank=True)  # relative to TIDELINE_EXPORT_DIR
+    bytes = models.BigIntegerField(null=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+    heartbeat_at = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"export {self.pk} [{self.begin}, {self.end}) {self.state}"
+
+    @property
+    def entries(self) -> int:
+        return self.end - self.begin
+
+    @property
+    def percent(self) -> int:
+        if self.state == self.State.DONE:
+            return 100
+        return min(99, self.written * 100 // self.entries) if self.entries else 0
+
+    @property
+    def live(self) -> bool:
+        return self.state in (self.State.QUEUED, self.State.RUNNING)

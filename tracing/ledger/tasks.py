@@ -23,3 +23,28 @@ def ledger_checkpoint_task() -> int | None:
 @shared_task
 def ledger_verify_task() -> bool:
     return bool(services.ledger_verify(now=timezone.now()).ok)
+
+
+@shared_task
+def ledger_export_task(job_id: int) -> str | None:
+    from tracing.ledger.export import ledger_export_run
+
+    job = ledger_export_run(job_id=job_id, now=timezone.now())
+    return job.state if job else None
+
+
+@shared_task
+def ledger_exports_sweep_task() -> int:
+    from tracing.ledger.export import ledger_exports_stale
+
+    stale = ledger_exports_stale(now=timezone.now())
+    for job_id in stale:
+        ledger_export_task.delay(job_id)
+    return len(stale)
+
+
+@shared_task
+def retention_run_task() -> dict[str, int]:
+    from tracing.ledger.retention import retention_run
+
+    return retention_run(now=timezone.now())

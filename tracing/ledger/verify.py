@@ -331,7 +331,8 @@ class VerifierKey:
     """A C2SP signed-note verifier key: `<name>+<key id hex>+<base64(0x01 || public key)>`."""
 
     def __init__(self, text: str, where: str) -> None:
-        parts = text.split("+")
+        # Base64 has '+' too: like Go's note package, split off only the first two fields.
+        parts = text.split("+", 2)
         if len(parts) != 3 or not _valid_key_name(parts[0]):
             raise Failure(where, "not a verifier key of the form <name>+<key id>+<base64 key>")
         self.name, key_id_hex, key_b64 = parts

@@ -1,4 +1,5 @@
-"""`manage.py ledger verify [--full] [--key VERIFIER_KEY]` and `manage.py ledger keygen`.
+"""`manage.py ledger verify [--full] [--key VERIFIER_KEY]`, `manage.py ledger keygen` and
+`manage.py ledger export ... --out FILE.zip` (export_cli.py).
 
 verify exits 0 only when every entry and checkpoint holds, else 1 naming the first that
 does not.
@@ -13,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from tracing.ledger.export_cli import export_arguments, export_run
 from tracing.ledger.note import NoteError, signing_key_generate, verifier_key_parse
 from tracing.ledger.services import ledger_verify
 from tracing.ledger.signing import origin_new
@@ -34,10 +36,14 @@ class Command(BaseCommand):
         )
         keygen = actions.add_parser("keygen", help="print a new TIDELINE_SIGNING_KEY")
         keygen.add_argument("--host", help="the host name in the log's origin")
+        export_arguments(actions.add_parser("export", help="write an export bundle (a zip)"))
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["action"] == "keygen":
             self.stdout.write(signing_key_generate(origin_new(options.get("host"))).text())
+            return
+        if options["action"] == "export":
+            self.stdout.write(export_run(options))
             return
         try:
             key = verifier_key_parse(options["key"]) if options.get("key") else None
