@@ -280,6 +280,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "SERVE_PERMISSIONS": ["console.access.MatrixPermission"],
+    # Dead letters, replays and bulk jobs each have a `state`; name the dead letter's set.
+    "ENUM_NAME_OVERRIDES": {"DeadLetterStateEnum": "tracing.ingest.models.DeadLetter.State"},
     "SERVE_AUTHENTICATION": [
         "console.authentication.PersonalTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
