@@ -16,17 +16,19 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 
 from console.services import journal_append
 from replay.models import OPEN_STATES, BulkReplay, ReplayAttempt
+from replay.safety import Evidence, safety_evidence
 from replay.selectors import dead_letters_matching
 from replay.services import (
+    SEND_GROUP,
     ReplayOrder,
     ReplayRefused,
     attempt_new,
-    dead_letter_moved,
+    dead_letters_moved,
 )
 from tracing.ingest.models import DeadLetter
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from console.services import Actor
 
 CHUNK_WITHOUT_LIMIT = 200
-SEND_GROUP = 20  # attempts per send task: both worker processes share a chunk
+GROUPS_BEHIND_NEXT_STEP = 3  # about what the other worker processes send while a step runs
 STALLED_AFTER = timedelta(seconds=20)  # no step for this long: the driver is gone
 PREVIEW_CHECKED = 1000  # the safety check of a preview looks at this many
 # Poison ones are taken too, to be counted as skipped: the operator sees why they stay.
@@ -97,8 +99,10 @@ def bulk_replay_preview(*, selection: Selection, include_stale: bool) -> dict[st
     matched = letters.count()
     skipped: dict[str, int] = {}
     approval = False
-    for dead_letter in letters[:PREVIEW_CHECKED]:
-        verdict = _verdict(dead_letter)
+    checked = list(letters[:PREVIEW_CHECKED])
+    evidence = safety_evidence(checked)
+    for dead_letter in checked:
+        verdict = _verdict(dead_letter, evidence)
         reason = _skip_reason(verdict, include_stale)
         if reason:
             skipped[reason] = skipped.get(reason, 0) + 1
@@ -109,9 +113,10 @@ def bulk_replay_preview(*, selection: Selection, include_stale: bool) -> dict[st
     }  # fmt: skip
 
 
-def _verdict(dead_letter: DeadLetter) -> dict[str, Any]:
+def _verdict(dead_letter: DeadLetter, evidence: Evidence) -> dict[str, Any]:
     try:
-        attempt = attempt_new(dead_letter, ReplayOrder(dead_letter.id, dead_letter.version), None)
+        order = ReplayOrder(dead_letter.id, dead_letter.version)
+        attempt = attempt_new(dead_letter, order, None, evidence)
     except ReplayRefused as refused:
         return {"refused": refused.message}
     return attempt.verdict
@@ -179,22 +184,32 @@ def bulk_replay_step(*, job_id: str, now: datetime) -> str:
         chunk = _chunk(job)
         if not chunk:
             return _finish_if_drained(job, now)
-        queued = [_attempt_of_job(job, dead_letter, now) for dead_letter in chunk]
-        _sends_after_commit([attempt_id for attempt_id in queued if attempt_id])
+        queued = _attempts_of_job(job, chunk, now)
         pause = 1.0 if job.rate_per_second else 0.0
         job.cursor, job.lease_until = chunk[-1].id, now + timedelta(seconds=pause)
         job.save(update_fields=["cursor", "lease_until"])
-        _drive_after_commit(job, countdown=pause)
+        _sends_and_next_step_after_commit(job, queued, pause)
     return job.state
 
 
-def _sends_after_commit(attempt_ids: list[str]) -> None:
+def _sends_and_next_step_after_commit(
+    job: BulkReplay, attempt_ids: list[str], pause: float
+) -> None:
     """One task per SEND_GROUP attempts, not one per attempt: the broker round trips were
-    most of a bulk replay's time. Each attempt is still claimed on its own before sending."""
+    most of a bulk replay's time. The task claims its group with one conditional update and
+    sends only what that update returned (`replay.sending`).
+
+    The next step goes into the queue ahead of the chunk's last groups: one worker process
+    prepares the next chunk while the others send those. Queued behind all of them, it left
+    the other processes idle while it ran. The job still runs at most one chunk ahead."""
     from replay.tasks import replay_send_group_task
 
     groups = [attempt_ids[i : i + SEND_GROUP] for i in range(0, len(attempt_ids), SEND_GROUP)]
-    for group in groups:
+    ahead = max(0, len(groups) - GROUPS_BEHIND_NEXT_STEP)
+    for group in groups[:ahead]:
+        transaction.on_commit(functools.partial(replay_send_group_task.delay, group))
+    _drive_after_commit(job, countdown=pause)
+    for group in groups[ahead:]:
         transaction.on_commit(functools.partial(replay_send_group_task.delay, group))
 
 
@@ -205,13 +220,48 @@ def _chunk(job: BulkReplay) -> list[DeadLetter]:
     return list(letters.select_for_update()[:size])
 
 
-def _attempt_of_job(job: BulkReplay, dead_letter: DeadLetter, now: datetime) -> str | None:
-    """The queued attempt's ID, or None when the dead letter is skipped (with its reason)."""
+def _attempts_of_job(job: BulkReplay, chunk: list[DeadLetter], now: datetime) -> list[str]:
+    """Each dead letter of the chunk as a queued attempt or a skipped one (with its reason), in
+    a few set-based statements for the whole chunk; the queued attempts' IDs."""
+    evidence = safety_evidence(chunk)
+    in_progress = set(
+        ReplayAttempt.objects.filter(dead_letter__in=chunk, state__in=OPEN_STATES).values_list(
+            "dead_letter_id", flat=True
+        )
+    )
+    attempts = [
+        _attempt_of_job(job, dead_letter, now, evidence, dead_letter.id in in_progress)
+        for dead_letter in chunk
+    ]
+    _attempts_insert(attempts)
+    queued = [a for a in attempts if a.state == ReplayAttempt.State.QUEUED]
+    dead_letters_moved([a.dead_letter for a in queued], DeadLetter.State.REPLAY_REQUESTED, now)
+    return [str(a.id) for a in queued]
+
+
+def _attempts_insert(attempts: list[ReplayAttempt]) -> None:
+    """The chunk's attempts in one COPY: building a 200-row INSERT cost the driver more than
+    PostgreSQL took to run it. `requested_at` is left to its database default, as an INSERT
+    leaves it."""
+    fields = [f for f in ReplayAttempt._meta.concrete_fields if f.name != "requested_at"]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    table = connection.ops.quote_name(ReplayAttempt._meta.db_table)
+    with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for attempt in attempts:
+            copy.write_row(
+                [f.get_db_prep_save(getattr(attempt, f.attname), connection) for f in fields]
+            )
+
+
+def _attempt_of_job(
+    job: BulkReplay, dead_letter: DeadLetter, now: datetime, evidence: Evidence, in_progress: bool
+) -> ReplayAttempt:
+    """The attempt, queued or skipped with its reason; not yet stored."""
     order = ReplayOrder(
         dead_letter.id, dead_letter.version, confirm_stale=job.include_stale, reason=job.reason
     )
     try:
-        attempt = attempt_new(dead_letter, order, job.requested_by)
+        attempt = attempt_new(dead_letter, order, job.requested_by, evidence)
     except ReplayRefused as refused:
         attempt = ReplayAttempt(dead_letter=dead_letter, dead_letter_version=dead_letter.version,
                                 payload=b"", payload_digest=b"", transport=dead_letter.transport,
@@ -219,10 +269,7 @@ def _attempt_of_job(job: BulkReplay, dead_letter: DeadLetter, now: datetime) -> 
                                 verdict={"refused": refused.message})  # fmt: skip
     attempt.bulk = job
     reason = _skip_reason(attempt.verdict, job.include_stale)
-    if (
-        not reason
-        and ReplayAttempt.objects.filter(dead_letter=dead_letter, state__in=OPEN_STATES).exists()
-    ):
+    if not reason and in_progress:
         reason = "a replay is already in progress"
     if not reason and attempt.verdict.get("needs_approval") and job.decided_by_id is None:
         # The preview judged a sample; this one needs four eyes that nobody gave the job.
@@ -233,12 +280,9 @@ def _attempt_of_job(job: BulkReplay, dead_letter: DeadLetter, now: datetime) -> 
             reason,
             now,
         )
-        attempt.save(force_insert=True)
-        return None
+        return attempt
     attempt.state = ReplayAttempt.State.QUEUED  # one approval covers the whole job
-    attempt.save(force_insert=True)
-    dead_letter_moved(dead_letter, DeadLetter.State.REPLAY_REQUESTED, now)
-    return str(attempt.id)
+    return attempt
 
 
 def _finish_if_drained(job: BulkReplay, now: datetime) -> str:
@@ -324,14 +368,20 @@ def _control(job: BulkReplay, action: str, actor: Actor, now: datetime, reason: 
 
 def _queued_cancel(job: BulkReplay, now: datetime) -> None:
     """Attempts not yet claimed are never sent; their dead letters wait again."""
-    queued = ReplayAttempt.objects.select_for_update().filter(
-        bulk=job, state=ReplayAttempt.State.QUEUED
+    queued = list(
+        ReplayAttempt.objects.select_for_update()
+        .filter(bulk=job, state=ReplayAttempt.State.QUEUED)
+        .order_by("id")
+        .only("id", "dead_letter_id")
     )
-    for attempt in queued:
-        attempt.state, attempt.finished_at = ReplayAttempt.State.CANCELLED, now
-        attempt.save(update_fields=["state", "finished_at"])
-        dead_letter = DeadLetter.objects.select_for_update().get(id=attempt.dead_letter_id)
-        dead_letter_moved(dead_letter, DeadLetter.State.NEW, now)
+    ReplayAttempt.objects.filter(id__in=[a.id for a in queued]).update(
+        state=ReplayAttempt.State.CANCELLED, finished_at=now
+    )
+    letters = DeadLetter.objects.select_for_update().order_by("id")
+    waiting = letters.filter(id__in=[a.dead_letter_id for a in queued]).only(
+        "id", "version", "correlation_id", "message_id"
+    )
+    dead_letters_moved(list(waiting), DeadLetter.State.NEW, now)
 
 
 def bulk_replays_sweep(*, now: datetime) -> int:

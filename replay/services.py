@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import F
 
 from console.services import journal_append
 from replay import transports
 from replay.models import OPEN_STATES, ReplayAttempt
 from replay.payloads import PayloadInvalid, payload_check
-from replay.safety import address_allowed, failed_twice_alike, replay_verdict
+from replay.safety import Evidence, address_allowed, replay_verdict, safety_evidence
 from tracing.flows.models import FlowInstance
 from tracing.ingest.models import DeadLetter
-from tracing.ingest.services import dead_letter_touch
+from tracing.ingest.services import dead_letters_touch
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from console.services import Actor
 
 WORKER = "replay-worker"
+SEND_GROUP = 20  # attempts per send task: a bulk job's chunk is shared by the worker processes
 CLOSED_STATES = {DeadLetter.State.RESOLVED, DeadLetter.State.DISCARDED, DeadLetter.State.REPLAYED}
 
 
@@ -144,7 +146,13 @@ def _refuse_unless_replayable(dead_letter: DeadLetter, order: ReplayOrder) -> No
         )
 
 
-def attempt_new(dead_letter: DeadLetter, order: ReplayOrder, actor: Actor) -> ReplayAttempt:
+def attempt_new(
+    dead_letter: DeadLetter, order: ReplayOrder, actor: Actor, evidence: Evidence | None = None
+) -> ReplayAttempt:
+    """The attempt an order makes, with its safety verdict; `evidence`, when a bulk job read it
+    for a whole chunk at once, saves reading it for this one dead letter."""
+    if evidence is None:
+        evidence = safety_evidence([dead_letter])
     payload = bytes(dead_letter.payload) if order.payload is None else order.payload
     headers = dead_letter.headers if order.headers is None else order.headers
     if order.payload is not None:
@@ -160,7 +168,7 @@ def attempt_new(dead_letter: DeadLetter, order: ReplayOrder, actor: Actor) -> Re
         )  # fmt: skip
     except transports.DestinationInvalid as invalid:
         raise ReplayRefused(400, str(invalid)) from None
-    if not address_allowed(address):
+    if not address_allowed(address, evidence.destinations):
         raise ReplayRefused(
             403, f"{address} is not an allowed replay destination; an admin keeps that list."
         )
@@ -168,7 +176,7 @@ def attempt_new(dead_letter: DeadLetter, order: ReplayOrder, actor: Actor) -> Re
     redirected = order.destination is not None and order.destination != dead_letter.destination
     verdict = replay_verdict(
         dead_letter=dead_letter, address=address, redirected=redirected or order.to_exchange,
-        definition=_definition_name(dead_letter),
+        evidence=evidence,
     )  # fmt: skip
     user = actor if isinstance(actor, User) else None
     return ReplayAttempt(
@@ -197,16 +205,6 @@ def _refuse_unsafe(verdict: dict[str, Any], order: ReplayOrder) -> None:
         )
 
 
-def _definition_name(dead_letter: DeadLetter) -> str | None:
-    if not dead_letter.correlation_id:
-        return None
-    return (
-        FlowInstance.objects.filter(correlation_id=dead_letter.correlation_id)
-        .values_list("definition__name", flat=True)
-        .first()
-    )
-
-
 def _payload_schema(dead_letter: DeadLetter) -> dict[str, Any] | None:
     """The JSON Schema of the step this dead letter's flow stopped at, if its definition has one."""
     if not dead_letter.correlation_id:
@@ -225,14 +223,19 @@ def _payload_schema(dead_letter: DeadLetter) -> dict[str, Any] | None:
 
 
 def dead_letter_moved(dead_letter: DeadLetter, state: str, now: datetime) -> None:
-    """Every change bumps the version, so a request made on an older view is refused."""
-    dead_letter.state, dead_letter.version, dead_letter.updated_at = (
-        state,
-        dead_letter.version + 1,
-        now,
+    dead_letters_moved([dead_letter], state, now)
+
+
+def dead_letters_moved(dead_letters: list[DeadLetter], state: str, now: datetime) -> None:
+    """Dead letters the caller has locked, moved to one state in one UPDATE. Every change
+    bumps the version, so a request made on an older view is refused."""
+    DeadLetter.objects.filter(id__in=[d.id for d in dead_letters]).update(
+        state=state, version=F("version") + 1, updated_at=now
     )
-    dead_letter.save(update_fields=["state", "version", "updated_at"])
-    dead_letter_touch(dead_letter)
+    for dead_letter in dead_letters:
+        dead_letter.state, dead_letter.version = state, dead_letter.version + 1
+        dead_letter.updated_at = now
+    dead_letters_touch(dead_letters)
 
 
 def send_after_commit(attempt: ReplayAttempt) -> None:
@@ -293,7 +296,7 @@ def _recheck_before_approval(attempt: ReplayAttempt) -> None:
         )  # fmt: skip
     verdict = replay_verdict(
         dead_letter=dead_letter, address=attempt.address, redirected=attempt.redirected or attempt.to_exchange,
-        definition=_definition_name(dead_letter),
+        evidence=safety_evidence([dead_letter]),
     ).as_json()  # fmt: skip
     confirmed_stale = bool(attempt.verdict.get("stale")) and bool(attempt.reason.strip())
     order = ReplayOrder(
@@ -311,61 +314,19 @@ def _attempt_locked(attempt_id: str) -> ReplayAttempt:
 
 
 def replay_send(*, attempt_id: str, now: datetime) -> str:
-    """Claim, send, record. Safe to run any number of times: only one run claims the row."""
-    lease = timedelta(seconds=settings.TIDELINE_REPLAY_TIMEOUT_SECONDS * 3 + 30)
-    claimed = ReplayAttempt.objects.filter(id=attempt_id, state=ReplayAttempt.State.QUEUED).update(
-        state=ReplayAttempt.State.SENDING, lease_until=now + lease, sent_at=now
-    )
-    if not claimed:
-        return "not claimed"
-    attempt = ReplayAttempt.objects.select_related("dead_letter").get(id=attempt_id)
-    journal_append(actor=WORKER, action="replay.send", subject=f"dead_letter:{attempt.dead_letter_id}",
-                   details={"attempt": attempt_id, "address": attempt.address})  # fmt: skip
-    outcome = transports.deliver(
-        delivery_of(attempt), timeout=settings.TIDELINE_REPLAY_TIMEOUT_SECONDS
-    )
-    return replay_outcome_record(
-        attempt_id=attempt_id, outcome=outcome, now=datetime.now(tz=now.tzinfo)
-    )
+    """Claim, send, record one attempt (see `replay.sending`); its state afterwards."""
+    from replay.sending import replay_send_group
 
-
-_OUTCOME_STATES = {
-    "delivered": (ReplayAttempt.State.DELIVERED, DeadLetter.State.REPLAYED),
-    "failed": (ReplayAttempt.State.FAILED, DeadLetter.State.NEW),
-    "unknown": (ReplayAttempt.State.IN_DOUBT, DeadLetter.State.IN_DOUBT),
-}
+    return replay_send_group(attempt_ids=[attempt_id], now=now)[0]
 
 
 def replay_outcome_record(*, attempt_id: str, outcome: transports.Outcome, now: datetime) -> str:
-    attempt_state, letter_state = _OUTCOME_STATES[outcome.state]
-    with transaction.atomic():
-        attempt = _attempt_locked(attempt_id)
-        # The sweeper may have called it in doubt meanwhile; the real outcome is better news.
-        if attempt.state not in (ReplayAttempt.State.SENDING, ReplayAttempt.State.IN_DOUBT):
-            return attempt.state
-        attempt.state, attempt.finished_at = attempt_state, now
-        attempt.outcome, attempt.outcome_status = outcome.detail, outcome.status
-        attempt.save(update_fields=["state", "finished_at", "outcome", "outcome_status"])
-        dead_letter = _dead_letter_locked(attempt.dead_letter_id)
-        if attempt_state == ReplayAttempt.State.FAILED and failed_twice_alike(dead_letter):
-            letter_state = DeadLetter.State.POISON
-        if _still_waiting_for(dead_letter, attempt):
-            dead_letter_moved(dead_letter, letter_state, now)
-        journal_append(actor=WORKER, action="replay.outcome", subject=f"dead_letter:{dead_letter.id}",
-                       details={"attempt": attempt_id, "state": attempt_state, "detail": outcome.detail,
-                                "status": outcome.status})  # fmt: skip
-    return attempt_state
+    from replay.sending import replay_outcomes_record
 
-
-def _still_waiting_for(dead_letter: DeadLetter, attempt: ReplayAttempt) -> bool:
-    """Is the dead letter still waiting for this attempt's outcome? Not when it died again
-    meanwhile (ingest reopened it) or a newer replay of it has begun."""
-    if dead_letter.state not in (DeadLetter.State.REPLAY_REQUESTED, DeadLetter.State.IN_DOUBT):
-        return False
-    newer = ReplayAttempt.objects.filter(
-        dead_letter=dead_letter, requested_at__gt=attempt.requested_at
-    )
-    return not newer.exists()
+    states = replay_outcomes_record(outcomes={attempt_id: outcome}, now=now)
+    if attempt_id not in states:
+        raise ReplayRefused(404, f"No replay has the ID {attempt_id}.")
+    return states[attempt_id]
 
 
 def replay_confirm_delivered(
@@ -397,23 +358,21 @@ def replays_sweep(*, now: datetime) -> dict[str, int]:
             state=ReplayAttempt.State.SENDING, lease_until__lt=now
         ).values_list("id", flat=True)
     )
-    for attempt_id in expired:
-        replay_outcome_record(
-            attempt_id=str(attempt_id),
-            outcome=transports.Outcome(
-                "unknown", "the worker stopped while sending; the target may have received it"
-            ),
-            now=now,
-        )
+    from replay.sending import replay_outcomes_record
+
+    stopped = transports.Outcome(
+        "unknown", "the worker stopped while sending; the target may have received it"
+    )
+    replay_outcomes_record(outcomes={str(a): stopped for a in expired}, now=now, lease_expired=True)
     stuck = list(
         ReplayAttempt.objects.filter(
             state=ReplayAttempt.State.QUEUED, requested_at__lt=now - timedelta(seconds=30)
         ).values_list("id", flat=True)[:500]
     )
-    from replay.tasks import replay_send_task
+    from replay.tasks import replay_send_group_task
 
-    for attempt_id in stuck:
-        replay_send_task.delay(str(attempt_id))
+    for start in range(0, len(stuck), SEND_GROUP):
+        replay_send_group_task.delay([str(a) for a in stuck[start : start + SEND_GROUP]])
     return {"in_doubt": len(expired), "woken": len(stuck)}
 
 

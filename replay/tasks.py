@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from replay.autoreplay import auto_replay_poll
 from replay.bulk import bulk_replay_step, bulk_replays_sweep
+from replay.sending import replay_send_group
 from replay.services import replay_send, replays_sweep
 
 
@@ -17,7 +18,7 @@ def replay_send_task(attempt_id: str) -> str:
 
 @shared_task(ignore_result=True, acks_late=True)
 def replay_send_group_task(attempt_ids: list[str]) -> list[str]:
-    return [replay_send(attempt_id=attempt_id, now=timezone.now()) for attempt_id in attempt_ids]
+    return replay_send_group(attempt_ids=attempt_ids, now=timezone.now())
 
 
 @shared_task(ignore_result=True)

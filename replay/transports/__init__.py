@@ -26,7 +26,9 @@ they share in `common`; callers use only the names below.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import json
 from typing import Any
 
 from replay.transports import amqp_publish, http_post, redis_stream
@@ -78,6 +80,16 @@ def destination_address(
     Pass `amqp_to_exchange` as the delivery will: the exchange is then the destination.
     Raises DestinationInvalid when there is nowhere to send to.
     """
+    return _address(
+        transport, json.dumps(destination, sort_keys=True), broker_url, amqp_to_exchange
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _address(transport: str, destination_json: str, broker_url: str, amqp_to_exchange: bool) -> str:
+    """Remembered: a bulk job's chunk mostly shares a few destinations, and parsing a URL
+    for each of its messages was a good part of preparing it."""
+    destination = json.loads(destination_json)
     if transport == "http":
         return http_post.address(destination)
     if transport == "amqp":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import select
+import threading
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -45,41 +48,91 @@ _AMQP_PROPERTIES = (
 def deliver(delivery: Delivery, timeout: float) -> Outcome:
     exchange, routing_key = _amqp_route(delivery.destination, delivery.amqp_to_exchange)
     url = broker_url_of(delivery, "amqp")
-    broker = Connection(
-        url,
-        connect_timeout=timeout,
-        heartbeat=0,
-        transport_options={
-            "confirm_publish": True,
-            "read_timeout": timeout,
-            "write_timeout": timeout,
-        },
-    )
     host = host_port(urlsplit(url), default_port=None)
+    broker = _broker(url, timeout)
     broker_errors = (*broker.connection_errors, *broker.channel_errors, OSError)
     try:
-        try:
-            broker.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-            channel = broker.channel()
-            properties = _amqp_properties(delivery, userid=broker.userid)
-            message = channel.prepare_message(
-                delivery.payload,
-                priority=properties.pop("priority", None),
-                content_type=properties.pop("content_type", None),
-                content_encoding=properties.pop("content_encoding", None),
-                headers=_amqp_headers(delivery),
-                properties=properties,
-            )
-        except broker_errors as error:
-            return Outcome(
-                FAILED, f"could not connect to {host}: {in_words(error)}; nothing was sent"
-            )
-        return _amqp_publish(
-            channel, message, exchange, routing_key, timeout=timeout, host=host,
-            lost=(*broker.connection_errors, OSError),
+        channel = _channel(broker)
+        properties = _amqp_properties(delivery, userid=broker.userid)
+        message = channel.prepare_message(
+            delivery.payload,
+            priority=properties.pop("priority", None),
+            content_type=properties.pop("content_type", None),
+            content_encoding=properties.pop("content_encoding", None),
+            headers=_amqp_headers(delivery),
+            properties=properties,
+        )
+    except broker_errors as error:
+        _session_end()
+        return Outcome(FAILED, f"could not connect to {host}: {in_words(error)}; nothing was sent")
+    outcome = _amqp_publish(
+        channel, message, exchange, routing_key, timeout=timeout, host=host,
+        lost=(*broker.connection_errors, OSError),
+    )  # fmt: skip
+    if outcome.state != DELIVERED:
+        # A returned, refused or unconfirmed message can leave the broker's confirm for it
+        # unread on the channel, where the next publish would take it for its own.
+        _session_end()
+    return outcome
+
+
+class _Session(threading.local):
+    """One confirming channel per thread of a process, kept from one replay to the next:
+    connecting and opening a channel for each message was most of an AMQP replay's time."""
+
+    pid: int = 0
+    key: tuple[str, float] | None = None
+    broker: Connection | None = None
+    channel: Any = None
+
+
+_session = _Session()
+
+
+def _broker(url: str, timeout: float) -> Connection:
+    if _session.pid != os.getpid():
+        # After a fork the parent's connection is not ours to use, nor to close.
+        _session.pid, _session.key, _session.broker, _session.channel = (
+            os.getpid(),
+            None,
+            None,
+            None,
+        )
+    if _session.broker is None or _session.key != (url, timeout) or not _still_quiet():
+        _session_end()
+        _session.key = (url, timeout)
+        _session.broker = Connection(
+            url, connect_timeout=timeout, heartbeat=0,
+            transport_options={"confirm_publish": True, "read_timeout": timeout, "write_timeout": timeout},
         )  # fmt: skip
-    finally:
-        with contextlib.suppress(*broker_errors):
+    return _session.broker
+
+
+def _channel(broker: Connection) -> Any:
+    if _session.channel is None:
+        broker.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        _session.channel = broker.channel()
+    return _session.channel
+
+
+def _still_quiet() -> bool:
+    """Whether the kept connection may carry another message. Without heartbeats an idle
+    AMQP connection hears nothing, so anything to read is the broker closing it: a publish
+    on it would be lost, and the replay called in doubt though nothing was sent."""
+    if _session.channel is None or _session.broker is None:
+        return True  # not connected yet
+    try:
+        sock = _session.broker.connection.transport.sock
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return not readable
+
+
+def _session_end() -> None:
+    broker, _session.key, _session.broker, _session.channel = _session.broker, None, None, None
+    if broker is not None:
+        with contextlib.suppress(*broker.connection_errors, *broker.channel_errors, OSError):
             broker.release()
 
 

@@ -6,7 +6,9 @@ import contextlib
 import functools
 import http
 import json
+import os
 import ssl
+import threading
 from typing import Any
 
 import httpx
@@ -45,44 +47,58 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+class _Clients(threading.local):
+    """One HTTP client per thread of a process, so a worker keeps its connections alive from
+    one replay to the next instead of connecting for each (a bulk job sends thousands)."""
+
+    pid: int = 0
+    client: httpx.Client | None = None
+
+
+_clients = _Clients()
+
+
+def _client() -> httpx.Client:
+    if _clients.client is None or _clients.pid != os.getpid():
+        # After a fork the parent's client is not ours to use, nor to close.
+        _clients.pid = os.getpid()
+        _clients.client = httpx.Client(follow_redirects=False, verify=_tls())
+    return _clients.client
+
+
 def deliver(delivery: Delivery, timeout: float) -> Outcome:
     request = _http_request(delivery)
+    request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
     host = request.url.netloc.decode("ascii")
     seconds = in_seconds(timeout)
-    client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, verify=_tls())
-    with client:
-        try:
-            response = client.send(request, stream=True)
-        except httpx.ConnectTimeout:
-            return Outcome(
-                FAILED, f"timed out after {seconds} connecting to {host}; nothing was sent"
-            )
-        except (httpx.ConnectError, httpx.ProxyError) as error:
-            return Outcome(
-                FAILED, f"could not connect to {host}: {in_words(error)}; nothing was sent"
-            )
-        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.PoolTimeout) as error:
-            return Outcome(FAILED, f"could not send to {host}: {in_words(error)}; nothing was sent")
-        except httpx.ReadTimeout:
-            return Outcome(
-                UNKNOWN,
-                f"timed out after {seconds} waiting for the answer from {host}; "
-                "it may have received the message",
-            )
-        except httpx.WriteTimeout:
-            return Outcome(
-                UNKNOWN,
-                f"timed out after {seconds} sending to {host}; "
-                "it may have received part or all of the message",
-            )
-        except httpx.TransportError as error:
-            return Outcome(
-                UNKNOWN,
-                f"{host} closed the connection without answering ({in_words(error)}); "
-                "it may have received the message",
-            )
-        with contextlib.closing(response):
-            return _http_outcome(response, host)
+    try:
+        response = _client().send(request, stream=True)
+    except httpx.ConnectTimeout:
+        return Outcome(FAILED, f"timed out after {seconds} connecting to {host}; nothing was sent")
+    except (httpx.ConnectError, httpx.ProxyError) as error:
+        return Outcome(FAILED, f"could not connect to {host}: {in_words(error)}; nothing was sent")
+    except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.PoolTimeout) as error:
+        return Outcome(FAILED, f"could not send to {host}: {in_words(error)}; nothing was sent")
+    except httpx.ReadTimeout:
+        return Outcome(
+            UNKNOWN,
+            f"timed out after {seconds} waiting for the answer from {host}; "
+            "it may have received the message",
+        )
+    except httpx.WriteTimeout:
+        return Outcome(
+            UNKNOWN,
+            f"timed out after {seconds} sending to {host}; "
+            "it may have received part or all of the message",
+        )
+    except httpx.TransportError as error:
+        return Outcome(
+            UNKNOWN,
+            f"{host} closed the connection without answering ({in_words(error)}); "
+            "it may have received the message",
+        )
+    with contextlib.closing(response):
+        return _http_outcome(response, host)
 
 
 def preview(delivery: Delivery) -> dict[str, Any]:
@@ -105,12 +121,24 @@ def _http_outcome(response: httpx.Response, host: str) -> Outcome:
     reason = response.reason_phrase or _status_phrase(status)
     detail = f"HTTP {status} from {host}: {reason}"
     if 200 <= status < 300:
+        _drain(response)
         return Outcome(DELIVERED, detail, status)
     if 300 <= status < 400:
         detail += f"; redirect to {response.headers.get('location', '(no location)')} not followed"
     elif excerpt := _answer_excerpt(response):
         detail += f" — {excerpt}"
     return Outcome(FAILED, detail, status)
+
+
+def _drain(response: httpx.Response, limit: int = 64 * 1024) -> None:
+    """Read a short answer to its end, so its connection can carry the next replay; a long
+    one is cut off with its connection. The status has already said how it went."""
+    received = 0
+    with contextlib.suppress(httpx.HTTPError):
+        for chunk in response.iter_raw():
+            received += len(chunk)
+            if received > limit:
+                break
 
 
 def _answer_excerpt(response: httpx.Response, limit: int = 200) -> str:

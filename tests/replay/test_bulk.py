@@ -4,14 +4,19 @@ mid-job that leaves every message sent at most once."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import psutil
+from django.db import connection
+from django.utils import timezone
 
 from replay.models import BulkReplay, ReplayAttempt
+from replay.sending import replay_send_group
+from replay.services import ReplayOrder, attempt_new
 from tests.replay.conftest import Receiver
 from tests.replay.world import dead_letter, deduplicating, replay, wait_until
 from tracing.ingest.models import DeadLetter
@@ -179,3 +184,37 @@ def test_a_worker_killed_mid_job_sends_nothing_twice_and_the_job_finishes(
     # Every delivered attempt reached the target once; an in-doubt one may or may not have.
     assert counts["sent"] <= len(receiver.deliveries) <= counts["sent"] + counts["in_doubt"]
     assert len(receiver.deliveries) >= before_restart
+
+
+def test_a_send_group_run_twice_at_once_sends_each_message_once(
+    sender: httpx.Client, receiver: Receiver
+) -> None:
+    """A group is claimed with one conditional update: what one run claimed, the other
+    neither claims nor sends, however their statements interleave."""
+    deduplicating(receiver)
+    attempts = []
+    for letter in night_of_503s(sender, receiver, 8):
+        attempt = attempt_new(letter, ReplayOrder(letter.id, letter.version), None)
+        attempt.save(force_insert=True)
+        attempts.append(str(attempt.id))
+    runs: list[list[str]] = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        start.wait()
+        try:
+            runs.append(replay_send_group(attempt_ids=attempts, now=timezone.now()))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    keys = [d["headers"]["Idempotency-Key"] for d in receiver.deliveries]
+    assert len(keys) == len(set(keys)) == 8
+    for states in zip(*runs, strict=True):
+        assert sorted(states) == ["delivered", "not claimed"]
+    assert set(ReplayAttempt.objects.values_list("state", flat=True)) == {"delivered"}

@@ -106,7 +106,7 @@ class Request:
 class HttpTarget:
     """A WMS endpoint that records every request; `answer` is what it does then."""
 
-    answer: str  # accept | unavailable | hang | close | redirect
+    answer: str  # accept | accept, then hang up | unavailable | hang | close | redirect
     url: str = ""
     requests: list[Request] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
@@ -125,6 +125,8 @@ def _handler(target: HttpTarget) -> type[BaseHTTPRequestHandler]:
             if target.answer == "close":
                 self.close_connection = True  # hang up without a word
                 return
+            if target.answer == "accept, then hang up":
+                self.close_connection = True  # as an idle timeout would, after the answer
             if target.answer == "hang":
                 target.released.wait(30)
             if target.answer == "unavailable":
@@ -269,6 +271,24 @@ def test_http_a_target_that_hangs_up_without_answering_is_unknown(
     assert outcome.state == "unknown"
     assert "closed the connection without answering" in outcome.detail
     assert len(wms.requests) == 1
+
+
+def test_http_replays_after_the_target_hung_up_a_kept_connection_are_each_delivered_once(
+    http_target: Callable[..., HttpTarget],
+) -> None:
+    """A worker keeps its connection to a target between replays; one the target has closed
+    meanwhile must not make the next replay fail or land in doubt."""
+    wms = http_target("accept, then hang up")
+    replays = [a_delivery("http", {"url": wms.url}, attempt_id=str(uuid.uuid4())) for _ in range(3)]
+
+    outcomes = []
+    for delivery in replays:
+        outcomes.append(deliver(delivery, timeout=TIMEOUT))
+        time.sleep(0.2)  # the hang-up reaches the worker before the next replay
+
+    assert [outcome.state for outcome in outcomes] == ["delivered"] * 3
+    sent = [request.header("X-Tideline-Replay-Attempt") for request in wms.requests]
+    assert sent == [delivery.attempt_id for delivery in replays]
 
 
 def test_http_nothing_listening_is_failed_and_nothing_was_sent(closed_port: int) -> None:
@@ -594,6 +614,21 @@ def test_amqp_to_an_exchange_that_no_longer_exists_is_failed(broker: Broker) -> 
 
     assert outcome.state == "failed"
     assert "NOT_FOUND - no exchange" in outcome.detail and "(404)" in outcome.detail
+
+
+@pytest.mark.rabbitmq
+def test_amqp_replays_after_a_refused_one_are_delivered_once_each(broker: Broker) -> None:
+    """A worker keeps its channel between replays; a replay RabbitMQ refused must not spoil
+    the ones after it."""
+    orders = broker.orders_declare()
+    gone = {"exchange": orders, "routing_key": "order.created", "queue": f"{orders}.gone"}
+
+    refused = deliver(died_in_wms(orders, destination=gone), timeout=TIMEOUT)
+    outcomes = [deliver(died_in_wms(orders), timeout=TIMEOUT) for _ in range(3)]
+
+    assert refused.state == "failed" and "NO_ROUTE" in refused.detail
+    assert [outcome.state for outcome in outcomes] == ["delivered"] * 3
+    assert broker.waiting(f"{orders}.wms") == 3
 
 
 @pytest.mark.rabbitmq

@@ -373,8 +373,15 @@ def _dead_letter_reopen(
 
 
 def dead_letter_touch(dead_letter: DeadLetter) -> None:
-    """Mark the dead letter's flow for the summarizer: by correlation ID, else by message ID."""
-    if dead_letter.correlation_id:
-        FlowTouch.objects.create(correlation_id=dead_letter.correlation_id)
-    elif dead_letter.message_id:
-        FlowTouch.objects.create(message_id=dead_letter.message_id)
+    dead_letters_touch([dead_letter])
+
+
+def dead_letters_touch(dead_letters: Iterable[DeadLetter]) -> None:
+    """Mark each dead letter's flow for the summarizer: by correlation ID, else by message ID."""
+    FlowTouch.objects.bulk_create(
+        FlowTouch(correlation_id=d.correlation_id)
+        if d.correlation_id
+        else FlowTouch(message_id=d.message_id)
+        for d in dead_letters
+        if d.correlation_id or d.message_id
+    )
