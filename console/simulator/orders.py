@@ -81,6 +81,14 @@ class OrderToInvoice:
             "MES", "production.notify", at=at, took=60 * MS, linked=(sent,),
             kind=SpanKind.CONSUMER, attributes={"messaging.destination.name": "mes.production"},
         )  # fmt: skip
+        if order.fate == "mes_hang":  # MES took the message and never finished: it stalls
+            engine.sink.add(
+                "MES", "production.notify", "received", at, correlation=order.number,
+                message_id=self._message(order, "production"), hop=hop,
+                business_keys=self._keys(order), payload=payloads.order_json(order),
+                content_type=JSON,
+            )  # fmt: skip
+            return
         self._received_delivered(
             "MES", "production.notify", order, at, hop, payloads.order_json(order), JSON
         )
