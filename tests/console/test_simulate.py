@@ -292,3 +292,21 @@ def test_an_operator_replays_a_qms_dead_letter_to_the_simulated_target_and_the_f
     )
     assert approved.count() == 1
     assert DeadLetter.objects.get(id=letter["id"]).state == DeadLetter.State.REPLAYED
+
+
+def test_serve_demo_loads_the_example_alert_rules_once(db: Any) -> None:
+    from console.simulator.demo import ALERT_RULES, demo_prepare
+    from tracing.alerts.models import AlertRule
+
+    first = demo_prepare(port=processes.free_port())
+    assert first.seed == 0  # a fresh console plays the world whose order 4711 the tour follows
+    rules = {rule.name: rule for rule in AlertRule.objects.all()}
+    assert set(rules) == {rule["name"] for rule in ALERT_RULES}
+    assert rules["QMS dead letters piling up"].threshold == 3
+    assert all(rule.to_owner and rule.is_active for rule in rules.values())
+    rules["Orders stalled"].is_active = False
+    rules["Orders stalled"].save()
+
+    demo_prepare(port=processes.free_port())  # the next start leaves an admin's changes be
+    assert AlertRule.objects.count() == len(ALERT_RULES)
+    assert not AlertRule.objects.get(name="Orders stalled").is_active
