@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UV_VERSION := 0.13.9
 
-.PHONY: run test lint fmt lock install clean
+.PHONY: run test lint fmt lock install clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ install: $(VENV)/.base-installed
 # Without DATABASE_URL (try-out mode) the console comes with a simulated company feeding it.
 run: $(VENV)/.base-installed
 	$(BIN)/python manage.py serve $(if $(DATABASE_URL),,--demo)
+
+# The README tour's pictures, from a fresh simulated world (serve --demo in a temporary home;
+# Chromium from apt). Against a running demo instead: SCREENSHOTS_ARGS="--url URL --password P".
+screenshots: $(VENV)/.dev-installed
+	$(BIN)/python docs/screenshots.py $(SCREENSHOTS_ARGS)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """What `serve --demo` adds: the example flows, the simulator and its targets.
 
-Try-out mode shows a living console: the seafood company's flow definitions and owners are
-loaded, the targets the simulator runs are declared as replay destinations that
+Try-out mode shows a living console: the seafood company's flow definitions, owners and
+example alert rules are loaded, the targets the simulator runs are declared as replay destinations that
 deduplicate, and once the web server answers the simulator starts as one more child. When
 RabbitMQ is reachable, QMS's dead letters go through its dead-letter queue and a
 `consume_dead_letters` child stores them; else through the dead-letter API.
@@ -24,6 +24,17 @@ SEAFOOD = Path(__file__).resolve().parents[2] / "tracing" / "flows" / "fixtures"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 QUEUE = "qms.certificates"
 MANAGE = str(Path(__file__).resolve().parents[2] / "manage.py")
+# The example alert rules: what the seafood company wants to hear about. Each tells the owner
+# of the flow or system concerned (their e-mail, from seafood.yaml).
+ALERT_RULES = (
+    {"name": "Certificates stuck at QMS", "kind": "flow_failed",
+     "definition": "order-to-invoice", "step": "certificate_approved", "threshold": 1},
+    {"name": "Orders stalled", "kind": "flow_stalled", "definition": "order-to-invoice",
+     "threshold": 1},
+    {"name": "Stock-sync missing", "kind": "missing", "definition": "stock-sync"},
+    {"name": "QMS dead letters piling up", "kind": "dead_letters", "system": "QMS",
+     "threshold": 3},
+)  # fmt: skip
 
 
 @dataclass
@@ -31,6 +42,8 @@ class Demo:
     token: str
     targets_port: int
     amqp_url: str | None
+    # Seed 0 on a fresh console, so the tour's order 4711 is there; later runs a new world.
+    seed: int | None = None
     # Set for every child: the broker replays publish to, and where replays may go.
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -42,6 +55,7 @@ class Demo:
         return [
             sys.executable, MANAGE, "simulate", "--url", url, "--token", self.token,
             "--targets", "--targets-port", str(self.targets_port), "--amqp-queue", QUEUE,
+            *(["--seed", str(self.seed)] if self.seed is not None else []),
         ]  # fmt: skip
 
     def dead_letter_consumer_command(self) -> list[str] | None:
@@ -54,9 +68,15 @@ class Demo:
 def demo_prepare(*, port: int) -> Demo:
     """Load the example world's definitions, declare its targets, and issue its token."""
     from replay.models import Destination
+    from tracing.flows.models import FlowInstance
 
+    fresh = not FlowInstance.objects.exists()
     call_command("flows", "import", str(SEAFOOD), stdout=io.StringIO())
-    demo = Demo(token=_ingest_token(), targets_port=port + 1, amqp_url=_rabbitmq())
+    demo_alert_rules_load()
+    demo = Demo(
+        token=_ingest_token(), targets_port=port + 1, amqp_url=_rabbitmq(),
+        seed=0 if fresh else None,
+    )  # fmt: skip
     prefixes = [demo.targets_origin]
     if demo.amqp_url is not None:
         prefixes.append("amqp://127.0.0.1/%2F/queue/")
@@ -71,6 +91,22 @@ def demo_prepare(*, port: int) -> Demo:
         )  # fmt: skip
     demo.environment["TIDELINE_REPLAY_ALLOWED_DESTINATIONS"] = ",".join(prefixes)
     return demo
+
+
+def demo_alert_rules_load() -> None:
+    """The example rules, through the same form and service an admin uses; a rule that
+    already exists by name is left as the admin may have changed it."""
+    from tracing.alerts.forms import AlertRuleForm
+    from tracing.alerts.models import AlertRule
+    from tracing.alerts.services import alert_rule_save
+
+    for rule in ALERT_RULES:
+        if AlertRule.objects.filter(name=rule["name"]).exists():
+            continue
+        form = AlertRuleForm(data={"to_owner": "on", "is_active": "on", "threshold": 1, **rule})
+        if not form.is_valid():
+            raise ValueError(f"example alert rule {rule['name']!r}: {form.errors.as_text()}")
+        alert_rule_save(form=form, actor="serve --demo")
 
 
 def _ingest_token() -> str:

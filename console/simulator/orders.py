@@ -44,7 +44,9 @@ class OrderToInvoice:
         self.engine.at(order.created_at, lambda: self.created(order))
 
     def _keys(self, order: Order, **more: str) -> dict[str, str]:
-        return {"order": order.number, "customer": order.customer, **more}
+        # Keys that name this order's messages only: a key shared by many orders (the
+        # customer) would make every later delivery look like it overtook a dead letter.
+        return {"order": order.number, **more}
 
     def _message(self, order: Order, what: str) -> str:
         return f"{what}-{order.number}-{self.engine.run_tag}"
@@ -59,7 +61,8 @@ class OrderToInvoice:
         for offset, event in enumerate(("received", "validated", "routed")):
             engine.sink.add(
                 "ERP", "order.create", event, at + offset * 20 * MS, correlation=order.number,
-                message_id=message, hop=hop, business_keys=self._keys(order),
+                message_id=message, hop=hop,
+                business_keys=self._keys(order, customer=order.customer),
                 payload=payloads.order_json(order), content_type=JSON,
             )  # fmt: skip
         engine.at(order.reserved_at, lambda: self.reserved(order, hop))
@@ -81,6 +84,14 @@ class OrderToInvoice:
             "MES", "production.notify", at=at, took=60 * MS, linked=(sent,),
             kind=SpanKind.CONSUMER, attributes={"messaging.destination.name": "mes.production"},
         )  # fmt: skip
+        if order.fate == "mes_hang":  # MES took the message and never finished: it stalls
+            engine.sink.add(
+                "MES", "production.notify", "received", at, correlation=order.number,
+                message_id=self._message(order, "production"), hop=hop,
+                business_keys=self._keys(order), payload=payloads.order_json(order),
+                content_type=JSON,
+            )  # fmt: skip
+            return
         self._received_delivered(
             "MES", "production.notify", order, at, hop, payloads.order_json(order), JSON
         )

@@ -17,6 +17,7 @@ ZONE = ZoneInfo("Europe/Oslo")
 # seeds from further up, so another world on the same Tideline does not reuse its numbers.
 FIRST_ORDER = 4701
 WORLD_SPACING = 10_000
+ORDER_ASKED_ABOUT = 10  # the index of 4711 in seed 0's world: its certificate meets QMS down
 STOCK_EVERY = timedelta(minutes=15)
 BATCH_EVERY = timedelta(minutes=40)
 # The invoice batch is nightly at the company; here it runs every half hour, so that a short
@@ -32,7 +33,10 @@ PRODUCTS = (
     ("HALIBUT-STK-400G", "Halibut steak 400 g", 179.0),
 )
 CUSTOMERS = ("Fiskehallen AS", "Nordhav Retail", "Bryggen Mat", "Kystkjøkken", "Havgull Engros")
-FATES = ("completed", "tms_hang", "bad_invoice")
+# The first orders carry one failure each: a TMS booking that hangs (stalled after its 2 h
+# deadline, so only in a longer history), a bad invoice basis, and a production message MES
+# took and never finished (stalled within half an hour, so even a 2 h history shows one).
+FATES = ("tms_hang", "bad_invoice", "mes_hang")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Order:
     customer: str
     lines: tuple[OrderLine, ...]
     created_at: datetime
-    fate: str  # completed | tms_hang | bad_invoice; a QMS outage overrides it by time
+    fate: str  # completed | tms_hang | bad_invoice | mes_hang; a QMS outage overrides it by time
     reserve_after: timedelta
     production_after: timedelta
     certificate_after: timedelta
@@ -147,8 +151,7 @@ class World:
             OrderLine(sku=sku, name=name, quantity=rng.randint(5, 120), unit_price=price)
             for sku, name, price in products
         )
-        # The first orders carry the failures, so even a short history shows each of them.
-        fate = FATES[index + 1] if index < 2 else _fate(rng)
+        fate = FATES[index] if index < len(FATES) else _fate(rng)
         order = Order(
             number=str(self.first_order + index), customer=rng.choice(CUSTOMERS), lines=lines,
             created_at=at, fate=fate,
@@ -200,11 +203,11 @@ def world_plan(*, seed: int, now: datetime, history: timedelta, rate_per_minute:
         rng=random.Random(seed),  # noqa: S311 - a reproducible world, not a secret
     )  # fmt: skip
     world.stock_stops_at = friday_night(world.start, now)
-    world.qms_down = _qms_outage(world.start, history)
     order = world.order_next(world.start)
     while order.created_at < now:
         order = world.order_next(order.created_at)
     world.orders.pop()  # the first order after now belongs to the live part
+    world.qms_down = _qms_outage(world, history)
     for at in ticks(world.start, now, BATCH_EVERY):
         world.batch_at(at)
     for at in ticks(world.start, now, STOCK_EVERY):
@@ -237,7 +240,14 @@ def friday_night(start: datetime, now: datetime) -> datetime:
     return start + (now - start) * 2 / 3
 
 
-def _qms_outage(start: datetime, history: timedelta) -> tuple[datetime, datetime]:
-    """QMS answers 503 for a while in the history: from 40% in, for up to 20 minutes."""
-    begins = start + history * 0.4
-    return begins, begins + min(timedelta(minutes=20), history * 0.15)
+def _qms_outage(world: World, history: timedelta) -> tuple[datetime, datetime]:
+    """QMS answers 503 for up to 20 minutes in the history: from the moment the eleventh
+    order's certificate is sent (order 4711 in seed 0's world, the one support asks about),
+    or from 40% in when the history is too short to hold it."""
+    length = min(timedelta(minutes=20), history * 0.15)
+    begins = world.start + history * 0.4
+    if len(world.orders) > ORDER_ASKED_ABOUT:
+        certificate_at = world.orders[ORDER_ASKED_ABOUT].certificate_at
+        if certificate_at < world.now - length:
+            begins = certificate_at
+    return begins, begins + length
