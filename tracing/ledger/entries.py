@@ -18,7 +18,13 @@ from typing import Any
 
 from tracing.ledger.canonical import rfc3339
 
-PendingRow = tuple[int, str, int, datetime | None, int | None]  # id, kind, source, at, version
+# id, kind, source id, source time (as _utc_text writes it), version.
+PendingRow = tuple[int, str, int, str | None, int | None]
+PENDING_SQL = """
+SELECT id, kind, source_id,
+       to_char(source_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), source_version
+FROM ledger_pendingentry ORDER BY id LIMIT %s
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +71,7 @@ SELECT r.id, {_utc_text("r.occurred_at")}, {_utc_text("r.received_at")}, r.sende
        {_sha256_text("sha256(convert_to(r.headers::text, 'UTF8'))")},
        CASE WHEN r.error <> '' THEN {_sha256_text("sha256(convert_to(r.error, 'UTF8'))")} END
 FROM ingest_record r
-WHERE r.id = ANY(%s) AND r.occurred_at BETWEEN %s AND %s
+WHERE r.id = ANY(%s) AND r.occurred_at BETWEEN %s::timestamptz AND %s::timestamptz
 """  # noqa: S608 - fixed SQL fragments
 
 
@@ -74,6 +80,7 @@ def records_built(cursor: Any, pending: list[PendingRow]) -> dict[int, BuiltEntr
     the partitions that hold them."""
     if not pending:
         return {}
+    # One format for all: their text order is their time order.
     times = [row[3] for row in pending if row[3] is not None]
     cursor.execute(RECORDS_SQL, [[row[2] for row in pending], min(times), max(times)])
     queued = {row[2]: row[0] for row in pending}
