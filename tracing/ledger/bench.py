@@ -203,9 +203,7 @@ def _trigger(enabled: bool) -> None:
         cursor.execute(f"ALTER TABLE ingest_record {switch} TRIGGER {TRIGGER}")
 
 
-def ingest_cost(
-    url: str, *, rounds: int, requests: int, clients: int
-) -> tuple[float, float]:
+def ingest_cost(url: str, *, rounds: int, requests: int, clients: int) -> tuple[float, float]:
     """(records/s with the ledger's trigger, records/s without), over alternating rounds."""
     sender = f"{SENDER}-ingest-{secrets.token_hex(3)}"
     token = ingest_token_create(sender=sender, systems=[], actor="bench").secret
@@ -217,12 +215,11 @@ def ingest_cost(
             ledger_on = round_number % 2 == 0
             _trigger(ledger_on)
             load = [next(bodies) for _ in range(requests)]
-            rates[ledger_on].append(
-                items_per_second(
-                    f"{url}/ingest/v1/records", load, content_type="application/json",
-                    token=token, clients=clients, items=records_in,
-                )  # fmt: skip
-            )
+            stored = items_per_second(
+                f"{url}/ingest/v1/records", load, content_type="application/json",
+                token=token, clients=clients, items=records_in,
+            )  # fmt: skip
+            rates[ledger_on].append(stored)
     finally:
         _trigger(True)
         with connection.cursor() as cursor:
@@ -264,8 +261,8 @@ def export_and_verify(entries: int, *, report: Report) -> tuple[float, float] | 
         exported = time.perf_counter() - started
         verify_py = Path(__file__).resolve().parent / "verify.py"
         started = time.perf_counter()
-        checked = subprocess.run(  # noqa: S603 - our own verify.py, in a bare interpreter
-            ["python3", "-I", str(verify_py), str(bundle), "--key", signing_key().fingerprint],
+        checked = subprocess.run(  # noqa: S603 - our own verify.py, isolated (-I)
+            [sys.executable, "-I", str(verify_py), str(bundle), "--key", signing_key().fingerprint],
             capture_output=True, text=True, cwd=folder, check=False,
         )  # fmt: skip
         verified = time.perf_counter() - started
@@ -298,7 +295,7 @@ def run(
     figures["verify s per 1M"] = seconds * 1_000_000 / size
     report(f"ledger verify --full: {size:,} entries in {seconds:.1f} s = "
            f"{figures['verify s per 1M']:.1f} s per 1M  {_verdict('verify s per 1M', figures['verify s per 1M'])}")  # fmt: skip
-    with live_server(workers=workers) as url:
+    with live_server(workers=workers, seconds=300) as url:  # a loaded machine starts slowly
         figures["inclusion p95 ms"] = inclusion_p95_ms(
             url, token=auditor_token(), size=tree_size(), requests=proofs
         )
