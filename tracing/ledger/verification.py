@@ -9,8 +9,11 @@ say which checkpoint a rewritten history contradicts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,9 +230,42 @@ def _entry_chunks(cursor: Any, begin: int) -> Iterator[tuple[int, list[Row]]]:
             "SELECT index, body, leaf_hash FROM ledger_entry WHERE index >= %s ORDER BY index",
             [begin],
         )
-        while rows := entries.fetchmany(CHUNK - begin % CHUNK):
-            yield begin, rows
-            begin = rows[-1][0] + 1
+        yield from _read_ahead(entries.fetchmany, begin)
+
+
+def _read_ahead(fetch: Callable[[int], list[Row]], begin: int) -> Iterator[tuple[int, list[Row]]]:
+    """The next chunk is read while this one is recomputed, so that PostgreSQL and Python
+    work at once (psycopg lets a connection be used from two threads, one at a time)."""
+    ahead: queue.Queue[tuple[int, list[Row]] | BaseException] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read(position: int) -> None:
+        try:
+            while not stop.is_set():
+                rows = fetch(CHUNK - position % CHUNK)
+                ahead.put((position, rows))
+                if not rows:
+                    return
+                position = rows[-1][0] + 1
+        except BaseException as error:  # handed over, raised in the verifying thread
+            ahead.put(error)
+
+    reader = threading.Thread(target=read, args=(begin,), name="ledger-verify-read")
+    reader.start()
+    try:
+        while True:
+            chunk = ahead.get()
+            if isinstance(chunk, BaseException):
+                raise chunk
+            if not chunk[1]:
+                return
+            yield chunk
+    finally:
+        stop.set()
+        while reader.is_alive():  # a reader blocked on a full queue must see `stop`
+            with contextlib.suppress(queue.Empty):
+                ahead.get(timeout=0.1)
+        reader.join()
 
 
 def _nodes_between(cursor: Any, begin: int, end: int) -> dict[tuple[int, int], bytes]:
