@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from tracing.ledger import merkle
 from tracing.ledger.canonical import canonical_entry
-from tracing.ledger.entries import PENDING_SQL, entries_built
+from tracing.ledger.entries import PENDING_SQL, BuiltEntry, entries_built
 from tracing.ledger.models import Checkpoint, VerificationRun, WitnessPublication
 from tracing.ledger.note import VerifierKey, checkpoint_body, verifier_key_parse
 from tracing.ledger.selectors import piece_hashes, root_at_in, tree_size_in
@@ -79,21 +79,31 @@ def _sequence_batch(*, now: datetime, limit: int) -> tuple[int | None, int]:
         frontier = merkle.pieces(0, size)
         stored = piece_hashes(cursor, frontier)
         compact = merkle.CompactRange(size, [stored[piece] for piece in frontier])
-        entries, nodes = [], []
-        append, sha256 = compact.append, hashlib.sha256
-        for index, entry in enumerate(built, start=size):
-            body = canonical_entry(entry.content)
-            leaf = sha256(b"\x00" + body).digest()  # merkle.leaf_hash, inlined: the hot loop
-            nodes.extend(append(leaf))
-            entries.append((index, body, leaf, entry.kind, entry.source_id,
-                            datetime.fromisoformat(entry.at), entry.system,
-                            entry.correlation_id, now))  # fmt: skip
-        _copy_binary(cursor, "ledger_entry", ENTRY_COLUMNS, ENTRY_TYPES, entries)
+        nodes = _entries_append(cursor, compact, built, now=now)
         _copy_binary(cursor, "ledger_node", ("level", "index", "hash"), NODE_TYPES, nodes)
         cursor.execute(
             "DELETE FROM ledger_pendingentry WHERE id = ANY(%s)", [[row[0] for row in pending]]
         )
-    return len(entries), size + len(entries)
+    return len(built), size + len(built)
+
+
+def _entries_append(
+    cursor: Any, compact: merkle.CompactRange, built: list[BuiltEntry], *, now: datetime
+) -> list[tuple[int, int, bytes]]:
+    """COPY the entries while they are encoded and hashed, so that PostgreSQL stores and
+    indexes one part while Python makes the next; returns the subtrees they complete."""
+    nodes: list[tuple[int, int, bytes]] = []
+    append, sha256, parse = compact.append, hashlib.sha256, datetime.fromisoformat
+    statement = f"COPY ledger_entry ({', '.join(ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+    with cursor.cursor.copy(statement) as copy:
+        copy.set_types(list(ENTRY_TYPES))
+        for index, entry in enumerate(built, start=compact.end):
+            body = canonical_entry(entry.content)
+            leaf = sha256(b"\x00" + body).digest()  # merkle.leaf_hash, inlined: the hot loop
+            nodes.extend(append(leaf))
+            copy.write_row((index, body, leaf, entry.kind, entry.source_id, parse(entry.at),
+                            entry.system, entry.correlation_id, now))  # fmt: skip
+    return nodes
 
 
 def _copy_binary(
