@@ -93,14 +93,14 @@ INSERT INTO ingest_record (sender, record_id, occurred_at, system, step, event, 
     correlation_id, business_keys, payload_digest, content_type, headers, error, source,
     raw_body_id, raw_position, received_at)
 SELECT %(sender)s, %(run)s || '-' || g,
-       %(start)s::timestamptz + g * %(step)s::interval,
+       %(start)s::timestamptz + g::bigint * %(step)s * interval '1 microsecond',
        (ARRAY['ERP','WMS','MES','QMS','TMS','FIN'])[1 + g %% 6], 'stock.reserve',
        CASE WHEN g %% 50 = 0 THEN 'failed' ELSE 'delivered' END, 'msg-' || %(run)s || '-' || g,
        (4000000 + g / 6)::text, jsonb_build_object('order', (4000000 + g / 6)::text),
        sha256(convert_to(%(run)s || g, 'UTF8')), 'application/json',
        '{"x-source": "erp"}'::jsonb, CASE WHEN g %% 50 = 0 THEN 'HTTP 503' ELSE '' END, 'http',
        sha256(convert_to(%(run)s || (g / 500), 'UTF8')), g %% 500,
-       %(start)s::timestamptz + g * %(step)s::interval + interval '1 second'
+       %(start)s::timestamptz + g::bigint * %(step)s * interval '1 microsecond' + interval '1 second'
 FROM generate_series(%(first)s, %(last)s) AS g
 """
 
@@ -109,7 +109,7 @@ def records_queue(count: int, *, now: datetime) -> None:
     """`count` audit records over the last hour, queued for the ledger by its trigger."""
     partitions_ensure_all(now=now)
     run = f"bl-{secrets.token_hex(4)}"
-    step = timedelta(hours=1) / max(count, 1)
+    step = timedelta(hours=1) // timedelta(microseconds=1) // max(count, 1)  # microseconds
     with connection.cursor() as cursor:
         for first in range(0, count, RECORDS_PER_STATEMENT):
             last = min(first + RECORDS_PER_STATEMENT, count) - 1

@@ -101,7 +101,7 @@ def test_the_daily_run_starts_at_the_last_verified_checkpoint(log) -> None:
     code, output = verify()
     # The starting checkpoint holds again (its stored edge gives its root), then the new one.
     assert code == 0 and output.startswith("OK: entries 45..52 recomputed, 2 checkpoint(s) hold")
-    run = VerificationRun.objects.order_by("-id").first()
+    run = VerificationRun.objects.latest("id")
     assert (run.from_size, run.verified_size, run.entries) == (45, 52, 7)
     assert run.verified_checkpoint == Checkpoint.objects.get(size=52)
 
