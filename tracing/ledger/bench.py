@@ -283,6 +283,24 @@ def export_and_verify(entries: int, *, report: Report) -> tuple[float, float] | 
     return (exported, verified) if checked.returncode == 0 else None
 
 
+def export_figures(entries: int, *, report: Report) -> dict[str, float]:
+    if not export_available():
+        report("export: not measured (ledger export not available)")
+        return {}
+    try:
+        timed = export_and_verify(entries, report=report)
+    except (CommandError, SystemExit) as error:  # its options may differ from the issue's
+        report(f"export: not measured (ledger export failed: {error})")
+        return {}
+    if timed is None:
+        report("export: verify.py did not accept the bundle")
+        return {}
+    exported, verified = timed
+    report(f"export of ~{entries:,} entries: {exported:.1f} s  {_verdict('export s', exported)}; "
+           f"verify.py: {verified:.1f} s  {_verdict('verify.py s', verified)}")  # fmt: skip
+    return {"export s": exported, "verify.py s": verified}
+
+
 # The run.
 
 
@@ -325,16 +343,7 @@ def run(
         report(f"ingest records/s: ledger on {on:,.0f}, off {off:,.0f} (medians of {rounds} "
                f"rounds of {requests} x {RECORDS_PER_REQUEST}, {clients} clients, {workers} workers): "
                f"cost {figures['ingest cost']:.1%}  {_verdict('ingest cost', figures['ingest cost'])}")  # fmt: skip
-    if not export_available():
-        report("export: not measured (ledger export not available)")
-    else:
-        timed = export_and_verify(export, report=report)
-        if timed is None:
-            report("export: verify.py did not accept the bundle")
-        else:
-            figures["export s"], figures["verify.py s"] = timed
-            report(f"export of ~{export:,} entries: {timed[0]:.1f} s  {_verdict('export s', timed[0])}; "
-                   f"verify.py: {timed[1]:.1f} s  {_verdict('verify.py s', timed[1])}")  # fmt: skip
+    figures.update(export_figures(export, report=report))
     load = os.getloadavg()
     report(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return figures
