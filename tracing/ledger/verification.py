@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,14 +66,16 @@ def _verify(cursor: Any, key: VerifierKey, start: Checkpoint | None, result: Ver
     compact = _compact_from(cursor, start)
     pending = [c for c in checkpoints if c.size >= compact.end]
     pending = _checkpoints_at(compact, pending, result)
-    for begin, rows in _entry_chunks(cursor, compact.end):
-        grown = _chunk_fast(cursor, compact, rows, pending, result)
-        if grown is not None:
-            compact = grown
-            pending = [c for c in pending if c.size > compact.end]
-            continue
-        stored_nodes = _nodes_between(cursor, begin, begin + len(rows))
-        pending = _chunk_checked(compact, rows, stored_nodes, pending, result)
+    # Closed here, inside the transaction, even when a Mismatch stops the reading.
+    with contextlib.closing(_entry_chunks(cursor, compact.end)) as chunks:
+        for begin, rows in chunks:
+            grown = _chunk_fast(cursor, compact, rows, pending, result)
+            if grown is not None:
+                compact = grown
+                pending = [c for c in pending if c.size > compact.end]
+                continue
+            stored_nodes = _nodes_between(cursor, begin, begin + len(rows))
+            pending = _chunk_checked(compact, rows, stored_nodes, pending, result)
     if pending:
         raise Mismatch(
             f"checkpoint {pending[0].pk} (size {pending[0].size}): the log holds only "
@@ -221,7 +223,7 @@ def _checkpoint_root_check(checkpoint: Checkpoint, root: bytes, result: Verified
     result.last_checkpoint = checkpoint
 
 
-def _entry_chunks(cursor: Any, begin: int) -> Iterator[tuple[int, list[Row]]]:
+def _entry_chunks(cursor: Any, begin: int) -> Generator[tuple[int, list[Row]], None, None]:
     """Streamed through a server-side cursor in binary (bytea arrives as is, not as hex
     twice its size), up to the next multiple of CHUNK at a time so that later chunks align.
     Rows are (index, body, stored leaf hash)."""
@@ -250,7 +252,7 @@ def _read_ahead(fetch: Callable[[int], list[Row]], begin: int) -> Iterator[tuple
         except BaseException as error:  # handed over, raised in the verifying thread
             ahead.put(error)
 
-    reader = threading.Thread(target=read, args=(begin,), name="ledger-verify-read")
+    reader = threading.Thread(target=read, args=(begin,), name="ledger-verify-read", daemon=True)
     reader.start()
     try:
         while True:
