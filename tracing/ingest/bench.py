@@ -137,7 +137,7 @@ def floor_spans_per_second(bodies: list[bytes], *, sender: str) -> float:
 
 
 @contextmanager
-def live_server(*, workers: int) -> Iterator[str]:
+def live_server(*, workers: int, seconds: float = 60.0) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -148,15 +148,15 @@ def live_server(*, workers: int) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(f"{url}/healthz", server)
+        _wait_for(f"{url}/healthz", server, seconds)
         yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def _wait_for(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
+def _wait_for(url: str, server: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError("the bench's web server exited at start")
@@ -165,7 +165,7 @@ def _wait_for(url: str, server: subprocess.Popen[bytes]) -> None:
                 return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within 60 s")
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
 
 
 def items_per_second(

@@ -18,15 +18,21 @@ from typing import Any
 
 from tracing.ledger.canonical import rfc3339
 
-PendingRow = tuple[int, str, int, datetime | None, int | None]  # id, kind, source, at, version
+# id, kind, source id, source time (as _utc_text writes it), version.
+PendingRow = tuple[int, str, int, str | None, int | None]
+PENDING_SQL = """
+SELECT id, kind, source_id,
+       to_char(source_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), source_version
+FROM ledger_pendingentry ORDER BY id LIMIT %s
+"""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuiltEntry:
     pending_id: int
     kind: str
     source_id: int
-    at: datetime
+    at: str  # RFC 3339, as the entry says it
     system: str | None
     correlation_id: str | None
     content: dict[str, Any]
@@ -46,22 +52,35 @@ def _digests(**named: bytes | memoryview | str | None) -> dict[str, str]:
     return found
 
 
-RECORDS_SQL = """
-SELECT r.id, r.occurred_at, r.received_at, r.sender, r.record_id, r.system, r.step, r.event,
-       r.message_id, r.correlation_id, encode(r.trace_id, 'hex'), encode(r.span_id, 'hex'),
-       r.source, r.raw_position, r.raw_body_id, r.payload_digest,
-       sha256(convert_to(r.business_keys::text, 'UTF8')),
-       sha256(convert_to(r.headers::text, 'UTF8')),
-       CASE WHEN r.error <> '' THEN sha256(convert_to(r.error, 'UTF8')) END
+def _utc_text(column: str) -> str:
+    """SQL for a time as entries carry it (rfc3339): formatted by PostgreSQL, so that the
+    sequencer never parses a timestamp only to print it again."""
+    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+def _sha256_text(column: str) -> str:
+    return f"'sha256:' || encode({column}, 'hex')"
+
+
+RECORDS_SQL = f"""
+SELECT r.id, {_utc_text("r.occurred_at")}, {_utc_text("r.received_at")}, r.sender, r.record_id,
+       r.system, r.step, r.event, r.message_id, r.correlation_id, encode(r.trace_id, 'hex'),
+       encode(r.span_id, 'hex'), r.source, r.raw_position,
+       {_sha256_text("r.raw_body_id")}, {_sha256_text("r.payload_digest")},
+       {_sha256_text("sha256(convert_to(r.business_keys::text, 'UTF8'))")},
+       {_sha256_text("sha256(convert_to(r.headers::text, 'UTF8'))")},
+       CASE WHEN r.error <> '' THEN {_sha256_text("sha256(convert_to(r.error, 'UTF8'))")} END
 FROM ingest_record r
-WHERE r.id = ANY(%s) AND r.occurred_at BETWEEN %s AND %s
-"""
+WHERE r.id = ANY(%s) AND r.occurred_at BETWEEN %s::timestamptz AND %s::timestamptz
+"""  # noqa: S608 - fixed SQL fragments
 
 
 def records_built(cursor: Any, pending: list[PendingRow]) -> dict[int, BuiltEntry]:
-    """By source id. The time bounds let PostgreSQL read only the partitions that hold them."""
+    """By source id: one query for the whole batch. The time bounds let PostgreSQL read only
+    the partitions that hold them."""
     if not pending:
         return {}
+    # One format for all: their text order is their time order.
     times = [row[3] for row in pending if row[3] is not None]
     cursor.execute(RECORDS_SQL, [[row[2] for row in pending], min(times), max(times)])
     queued = {row[2]: row[0] for row in pending}
@@ -69,16 +88,17 @@ def records_built(cursor: Any, pending: list[PendingRow]) -> dict[int, BuiltEntr
     for (record_id, at, received_at, sender, sender_record_id, system, step, event, message_id,
          correlation_id, trace_id, span_id, source, position, raw_body, payload, business_keys,
          headers, error) in cursor.fetchall():  # fmt: skip
+        digests = {"raw_body": raw_body, "business_keys": business_keys, "headers": headers}
+        if payload is not None:
+            digests["payload"] = payload
+        if error is not None:
+            digests["error"] = error
         content = {
-            "v": 1, "kind": "record", "id": str(record_id), "at": rfc3339(at),
-            "received_at": rfc3339(received_at), "actor": sender, "action": event,
-            "system": system, "step": step, "record_id": sender_record_id,
-            "message_id": message_id, "correlation_id": correlation_id, "trace_id": trace_id,
-            "span_id": span_id, "source": source, "raw_position": position,
-            "digests": _digests(
-                raw_body=raw_body, payload=payload, business_keys=business_keys,
-                headers=headers, error=error,
-            ),
+            "v": 1, "kind": "record", "id": str(record_id), "at": at, "received_at": received_at,
+            "actor": sender, "action": event, "system": system, "step": step,
+            "record_id": sender_record_id, "message_id": message_id,
+            "correlation_id": correlation_id, "trace_id": trace_id, "span_id": span_id,
+            "source": source, "raw_position": position, "digests": digests,
         }  # fmt: skip
         built[record_id] = BuiltEntry(
             queued[record_id], "record", record_id, at, system, correlation_id, content
@@ -126,7 +146,7 @@ def dead_letters_built(cursor: Any, pending: list[PendingRow]) -> dict[tuple[int
         }  # fmt: skip
         key = (letter_id, death_number)
         built[key] = BuiltEntry(
-            queued[key], "dead_letter", letter_id, at, system, correlation_id, content
+            queued[key], "dead_letter", letter_id, content["at"], system, correlation_id, content
         )
     return built
 
@@ -135,11 +155,11 @@ def _text_digest(text: str) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest() if text else None
 
 
-JOURNAL_SQL = """
-SELECT j.id, j.at, j.actor, j.action, j.subject, j.request_id,
-       sha256(convert_to(j.details::text, 'UTF8'))
+JOURNAL_SQL = f"""
+SELECT j.id, {_utc_text("j.at")}, j.actor, j.action, j.subject, j.request_id,
+       {_sha256_text("sha256(convert_to(j.details::text, 'UTF8'))")}
 FROM console_journalentry j WHERE j.id = ANY(%s)
-"""
+"""  # noqa: S608 - fixed SQL fragments
 
 
 def journal_built(cursor: Any, pending: list[PendingRow]) -> dict[int, BuiltEntry]:
@@ -151,9 +171,9 @@ def journal_built(cursor: Any, pending: list[PendingRow]) -> dict[int, BuiltEntr
     built = {}
     for journal_id, at, actor, action, subject, request_id, details in cursor.fetchall():
         content = {
-            "v": 1, "kind": "journal", "id": str(journal_id), "at": rfc3339(at),
+            "v": 1, "kind": "journal", "id": str(journal_id), "at": at,
             "actor": actor, "action": action, "subject": subject,
-            "request_id": request_id or None, "digests": _digests(details=details),
+            "request_id": request_id or None, "digests": {"details": details},
         }  # fmt: skip
         built[journal_id] = BuiltEntry(
             queued[journal_id], "journal", journal_id, at, None, None, content

@@ -1,4 +1,4 @@
-"""`manage.py bench ingest|flows|replay`: the performance figures the issues name, measured here."""
+"""`manage.py bench ingest|flows|replay|ledger`: the performance figures the issues name, measured here."""
 
 from __future__ import annotations
 
@@ -26,6 +26,31 @@ class Command(BaseCommand):
         )
         self._add_flows(benches)
         self._add_replay(benches)
+        self._add_ledger(benches)
+
+    def _add_ledger(self, benches: Any) -> None:
+        ledger = benches.add_parser(
+            "ledger",
+            help="ledger cost on ingest, sequencer, verify, inclusion proofs, export (issue 7)",
+        )
+        ledger.add_argument("--entries", type=int, default=1_000_000, help="log size, built once")
+        ledger.add_argument("--sequence", type=int, default=100_000, help="entries to sequence")
+        ledger.add_argument("--proofs", type=int, default=500, help="inclusion proof requests")
+        ledger.add_argument("--rounds", type=int, default=3, help="ingest rounds, on and off")
+        ledger.add_argument("--requests", type=int, default=20, help="ingest requests per round")
+        ledger.add_argument("--clients", type=int, default=4, help="concurrent ingest clients")
+        ledger.add_argument("--export", type=int, default=100_000, help="entries to export")
+        ledger.add_argument(
+            "--workers",
+            type=int,
+            default=min(4, 2 * (os.cpu_count() or 1)),
+            help="gunicorn workers",
+        )
+        ledger.add_argument(
+            "--yes-wipe",
+            action="store_true",
+            help="run on a database whose name lacks 'bench' (its log grows by a million entries)",
+        )
 
     def _add_replay(self, benches: Any) -> None:
         replay = benches.add_parser(
@@ -73,6 +98,9 @@ class Command(BaseCommand):
         if options["bench"] == "replay":
             self._replay(options)
             return
+        if options["bench"] == "ledger":
+            self._ledger(options)
+            return
         from tracing.ingest import bench
 
         bench.run(
@@ -99,3 +127,13 @@ class Command(BaseCommand):
             processes=options["processes"], amqp_url=options["amqp_url"], out=self.stdout,
         )  # fmt: skip
         self.stdout.write(bench.report(runs, options["processes"]))
+
+    def _ledger(self, options: dict[str, Any]) -> None:
+        from tracing.ledger import bench
+
+        bench.database_check(yes_wipe=options["yes_wipe"])
+        bench.run(
+            entries=options["entries"], sequence=options["sequence"], proofs=options["proofs"],
+            rounds=options["rounds"], requests=options["requests"], clients=options["clients"],
+            workers=options["workers"], export=options["export"], report=self.stdout.write,
+        )  # fmt: skip

@@ -13,6 +13,7 @@ from django.utils import timezone
 from console.services import journal_append
 from tests.tracing.ledger.test_merkle import mth
 from tracing.ledger import merkle
+from tracing.ledger.canonical import canonical, rfc3339
 from tracing.ledger.models import Entry, Node, PendingEntry
 from tracing.ledger.selectors import root_at
 from tracing.ledger.services import ledger_sequence
@@ -112,3 +113,27 @@ def test_batches_build_the_tree_the_rfc_defines() -> None:
             leaves[node.index << node.level : (node.index + 1) << node.level]
         )
     assert Node.objects.count() == 35 + 17 + 8 + 4 + 2 + 1
+
+
+def test_what_the_sequencer_stores_is_exactly_canonical_with_its_times_in_utc(
+    runtime: Client,
+) -> None:
+    """The sequencer formats times in SQL and encodes with its fast path: the bytes must be
+    what canonical() gives, and the entry's time column what the entry says."""
+    utc = NOW.replace(microsecond=123456) - timedelta(minutes=5)
+    oslo = utc.astimezone(timezone.get_fixed_timezone(120))
+    tricky = 'Ørsted "AS"\\ \n\t\x01 \u2028 \U0001f41f'
+    body = json.dumps([a_record("r-1", occurred_at=oslo.isoformat(), step=tricky),
+                       a_record("r-2", error="HTTP 503")])  # fmt: skip
+    response = runtime.post("/ingest/v1/records", body, content_type="application/json")
+    assert response.status_code == 200, response.content
+    journal_append(actor="dana", action="login", subject=tricky)
+    ledger_sequence(now=timezone.now())
+    stored = list(Entry.objects.order_by("index"))
+    assert [entry.kind for entry in stored] == ["journal", "record", "record", "journal"]
+    for entry in stored:
+        content = json.loads(bytes(entry.body))
+        assert bytes(entry.body) == canonical(content)
+        assert content["at"] == rfc3339(entry.at)
+    assert json.loads(bytes(stored[1].body))["at"] == utc.strftime("%Y-%m-%dT%H:%M:%S.123456Z")
+    assert json.loads(bytes(stored[1].body))["step"] == tricky
