@@ -33,9 +33,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from console.servers import web_server_command
 from console.services import ingest_token_create
+from tracing.ingest.bulk import copy_rows
 from tracing.ingest.otlp import decode_protobuf, span_batch
 from tracing.ingest.partitions import stored_range
-from tracing.ingest.services import SPAN_COLUMNS, copy_rows, span_copy_row
+from tracing.ingest.services import SPAN_COLUMNS, span_copy_row
 
 SPANS_PER_REQUEST = 512
 RECORDS_PER_REQUEST = 500
