@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
+from django.db import connection
 from psycopg.adapt import Buffer, Dumper
 from psycopg.postgres import types as postgres_types
 from psycopg.pq import Format
@@ -95,3 +96,16 @@ def copy_rows(
         copy.set_types([COLUMN_TYPES[column] for column in columns])
         for row in rows:
             copy.write_row(row)
+
+
+def fetch_binary(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run one statement whose `%b` parameters the server receives in binary, and fetch its rows.
+
+    Django's cursor binds on the client: a list becomes an array literal quoted into the SQL
+    element by element (about 6 µs per audit record's key, measured). This runs on the same
+    connection and transaction, past Django's cursor wrapper (so its errors are psycopg's).
+    """
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()

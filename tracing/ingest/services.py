@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from psycopg.errors import UniqueViolation
 
-from tracing.ingest.bulk import copy_rows
+from tracing.ingest.bulk import copy_rows, fetch_binary
 from tracing.ingest.dead_letters import DeadLetterRow
 from tracing.ingest.models import DeadLetter, FlowTouch
 from tracing.ingest.otlp import SpanBatch
@@ -211,15 +211,15 @@ def _record_keys_claim(cursor: Any, rows: list[RecordRow], sender: str) -> list[
     """The rows whose key is new; RecordsConflict if a known key comes with other content."""
     ids = [row.record.record_id for row in rows]
     digests = [row.content_digest for row in rows]
-    cursor.execute(
+    inserted = fetch_binary(
         """
         INSERT INTO ingest_recordkey (sender, record_id, content_digest)
-        SELECT %s, record_id, digest FROM unnest(%s::text[], %s::bytea[]) AS batch(record_id, digest)
+        SELECT %s, record_id, digest FROM unnest(%b::text[], %b::bytea[]) AS batch(record_id, digest)
         ON CONFLICT DO NOTHING RETURNING record_id
         """,
         [sender, ids, digests],
     )
-    claimed = {row[0] for row in cursor.fetchall()}
+    claimed = {row[0] for row in inserted}
     known = [record_id for record_id in ids if record_id not in claimed]
     if known:
         cursor.execute(
