@@ -18,6 +18,7 @@ from django.db import connection
 from psycopg.adapt import Buffer, Dumper
 from psycopg.postgres import types as postgres_types
 from psycopg.pq import Format
+from psycopg.types.string import BytesBinaryDumper
 
 # Column name → PostgreSQL type, for every column a COPY of ingest writes.
 COLUMN_TYPES = {
@@ -78,7 +79,9 @@ class BigintDumper(_IntegerDumper):
     oid, packing, type_name = postgres_types["int8"].oid, struct.Struct("!q"), "bigint"
 
 
-_DUMPERS = (JsonTextDumper, SmallintDumper, IntegerDumper, BigintDumper)
+# By type alone psycopg would find its DB-API Binary wrapper's bytea dumper, in Python; its
+# plain bytes dumper is in C.
+_DUMPERS = (JsonTextDumper, SmallintDumper, IntegerDumper, BigintDumper, BytesBinaryDumper)
 
 
 def copy_rows(
