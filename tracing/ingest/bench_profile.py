@@ -16,13 +16,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from django.db import connection
 from django.utils import timezone
 
 from console.models import IngestToken
-from tracing.ingest.bench import RECORDS_PER_REQUEST, bench_cleanup, workload
+from tracing.ingest.bench import RECORDS_PER_REQUEST, SPANS_PER_REQUEST, bench_cleanup, workload
 from tracing.ingest.otlp import decode_protobuf, span_batch
 from tracing.ingest.otlp_json import decode_json
 from tracing.ingest.partitions import RECORD_TABLE, stored_range
@@ -66,12 +68,7 @@ def _spans_round(bodies: list[bytes], encoding: str, token: IngestToken) -> Stag
             batch = span_batch(
                 export, token=token, received_at=timezone.now(), stored_range=stored_range()
             )
-        with stages.timed("store (this process)"):
-            if backend is None:
-                spans_store(batch=batch)
-            else:
-                with stages.timed("store (PostgreSQL)", backend):
-                    spans_store(batch=batch)
+        _store(stages, backend, partial(spans_store, batch=batch))
     return stages
 
 
@@ -82,14 +79,19 @@ def _records_round(bodies: list[bytes], token: IngestToken) -> Stages:
             rows = records_parse(
                 body, "application/json", token=token, stored_range=stored_range(RECORD_TABLE)
             )
-        with stages.timed("store (this process)"):
-            store = {"rows": rows, "body": body, "content_type": "application/json"}
-            if backend is None:
-                records_store(**store, sender=token.sender, received_at=timezone.now())
-            else:
-                with stages.timed("store (PostgreSQL)", backend):
-                    records_store(**store, sender=token.sender, received_at=timezone.now())
+        store = partial(records_store, rows=rows, body=body, content_type="application/json")
+        _store(stages, backend, partial(store, sender=token.sender, received_at=timezone.now()))
     return stages
+
+
+def _store(stages: Stages, backend: Callable[[], float] | None, store: Callable[[], Any]) -> None:
+    """The store stage: this process's CPU, and apart from it the backend's (when local)."""
+    with stages.timed("store (this process)"):
+        if backend is None:
+            store()
+            return
+        with stages.timed("store (PostgreSQL)", backend):
+            store()
 
 
 def _report_rounds(
@@ -111,8 +113,6 @@ def _report_rounds(
 
 def run(*, requests: int, rounds: int, report: Callable[[str], None]) -> dict[str, float]:
     """Each round stores fresh requests (a repeated span would only be a duplicate)."""
-    from tracing.ingest.bench import SPANS_PER_REQUEST
-
     run_id = secrets.token_hex(3)
     loads = [workload(requests=requests, run=f"{run_id}-{number}") for number in range(rounds + 1)]
     sender = f"bench-{run_id}"
@@ -135,7 +135,5 @@ def run(*, requests: int, rounds: int, report: Callable[[str], None]) -> dict[st
             "audit records", done[1:], requests * RECORDS_PER_REQUEST, "record", report
         )
     finally:
-        for load in loads:
-            bench_cleanup(load.sender)
         bench_cleanup(sender)
     return figures

@@ -116,12 +116,9 @@ def records_parse(
     """Validate a whole batch; RecordsInvalid lists every invalid record by index and field."""
     if not body.strip():
         raise RecordsInvalid([], "The body is empty; send at least one record.")
-    typed = _records_typed(body, content_type)
-    records: Sequence[RecordIn | _Document] = (
-        typed
-        if typed is not None
-        else [_Document(document, content_type) for document in _documents(body, content_type)]
-    )
+    records: Sequence[RecordIn | _Document] | None = _records_typed(body, content_type)
+    if records is None:
+        records = [_Document(document, content_type) for document in _documents(body, content_type)]
     rows, problems = [], []
     for position, record in enumerate(records):
         try:
