@@ -168,9 +168,10 @@ class _Window:
             if stored_range
             else (0, 0)
         )
-        self.problem = "starting outside the stored range ({})".format(
+        days = (
             f"{stored_range[0]:%Y-%m-%d} to {stored_range[1]:%Y-%m-%d}" if stored_range else "none"
         )
+        self.problem = f"starting outside the stored range ({days})"
 
 
 _MICROSECOND = timedelta(microseconds=1)
@@ -205,7 +206,7 @@ def _span_row(span: Message, source: SpanSource, rules: KeyRules, window: _Windo
     status = span.status
     return [
         trace_id, span_id, parent_span_id or None, span.name, span.kind,
-        EPOCH + timedelta(microseconds=start_us), _time(end_ns), end_ns - start_ns,
+        _time(start_ns), _time(end_ns), end_ns - start_ns,
         status.code, status.message, source.service,
         source.resource_digest,  # replaced by the resource's id when stored
         source.scope_name, _json(attributes), _events(span), _links(span),

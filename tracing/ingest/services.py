@@ -88,7 +88,7 @@ def span_copy_row(row: list[Any], resource_ids: dict[bytes, int]) -> list[Any]:
 
 
 def _json_text(value: Any) -> str:
-    # msgspec encodes several times faster than json.dumps; this runs four times per span.
+    # msgspec encodes several times faster than json.dumps; this runs twice per record.
     return msgspec.json.encode(value).decode()
 
 
