@@ -223,8 +223,15 @@ def test_records_need_an_ingest_token() -> None:
     assert response.json()["detail"] == "Missing 'Authorization: Bearer <ingest token>'."
 
 
-def test_a_value_postgresql_cannot_store_is_a_400_not_a_retry(runtime: Client) -> None:
-    response = post(runtime, json.dumps([a_record("r-1", step="stock.reserve\u0000")]))
+@pytest.mark.parametrize(
+    "unstorable",
+    [{"step": "stock.reserve\u0000"}, {"counts": {"expected": 2**63, "processed": 1}}],
+    ids=["nul-in-text", "count-beyond-bigint"],
+)
+def test_a_value_postgresql_cannot_store_is_a_400_not_a_retry(
+    runtime: Client, unstorable: dict[str, Any]
+) -> None:
+    response = post(runtime, json.dumps([a_record("r-1", **unstorable)]))
     assert response.status_code == 400
     assert "cannot be stored" in response.json()["detail"]
     assert stored_rows() == []

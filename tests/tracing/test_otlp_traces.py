@@ -341,3 +341,23 @@ def test_impossible_times_are_refused_not_a_server_error(live_server: Any, sende
     answer = ExportTraceServiceResponse.FromString(endless.content)
     assert "lasting longer than a duration can be stored" in answer.partial_success.error_message
     assert span_count() == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": "order\u0000create"},
+        {"kind": 70_000},  # an open enum: any int32 decodes, smallint holds it not
+        {"status": {"code": 70_000}},
+        {"attributes": [{"key": "note", "value": {"stringValue": "a\u0000b"}}]},
+    ],
+    ids=["nul-in-name", "kind-beyond-smallint", "status-beyond-smallint", "nul-in-attribute"],
+)
+def test_values_postgresql_cannot_keep_are_a_400_and_store_nothing(
+    live_server: Any, sender: str, bad: dict[str, Any]
+) -> None:
+    body = otlp_json([a_span(), a_span("fff19b7ec3c1b174", **bad)])
+    response = post(live_server, sender, body)
+    assert response.status_code == 400
+    assert "cannot be stored" in response.json()["message"]
+    assert span_count() == 0

@@ -20,8 +20,12 @@ from tracing.ingest.otlp import OtlpDecodeError
 UnixNano = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
-class Struct(msgspec.Struct, rename="camel", kw_only=True):
-    """OTLP JSON: lowerCamelCase field names, unknown fields ignored, every field optional."""
+class Struct(msgspec.Struct, rename="camel", kw_only=True, gc=False):
+    """OTLP JSON: lowerCamelCase field names, unknown fields ignored, every field optional.
+
+    gc=False: decoded requests hold no reference cycles, and tracking the thousands of
+    structs of one request made the garbage collector a third of the decoding's CPU.
+    """
 
 
 class AnyValue(Struct):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -39,12 +40,14 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class Counts(msgspec.Struct, forbid_unknown_fields=True):
+# gc=False: a decoded record holds no reference cycles, so the garbage collector need not
+# track the thousands of a batch (several µs per record otherwise).
+class Counts(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     expected: Count
     processed: Count
 
 
-class RecordIn(msgspec.Struct):
+class RecordIn(msgspec.Struct, gc=False):
     record_id: Text
     occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
     system: Name
@@ -113,11 +116,13 @@ def records_parse(
     """Validate a whole batch; RecordsInvalid lists every invalid record by index and field."""
     if not body.strip():
         raise RecordsInvalid([], "The body is empty; send at least one record.")
-    documents = _documents(body, content_type)
+    records: Sequence[RecordIn | _Document] | None = _records_typed(body, content_type)
+    if records is None:
+        records = [_Document(document, content_type) for document in _documents(body, content_type)]
     rows, problems = [], []
-    for position, document in enumerate(documents):
+    for position, record in enumerate(records):
         try:
-            rows.append(_record_row(position, document, content_type, token, stored_range))
+            rows.append(_record_row(position, record, token, stored_range))
         except _Invalid as invalid:
             problems.append(Problem(position, invalid.field, invalid.message))
     problems.extend(_repeated_ids(rows))
@@ -142,6 +147,32 @@ def json_decode(data: bytes) -> Any:
         raise RecordsInvalid([], f"The body is not valid JSON: {error}.") from None
 
 
+_records_decoder = msgspec.json.Decoder(list[RecordIn])
+_record_decoder = msgspec.json.Decoder(RecordIn)
+
+
+def _records_typed(body: bytes, content_type: str) -> list[RecordIn] | None:
+    """A batch of records decoded straight into RecordIn, twice as fast as decoding to dicts
+    and converting each; None when anything in it is not a valid record, so that the
+    record-by-record path names every problem."""
+    try:
+        if content_type == JSON_ARRAY:
+            return _records_decoder.decode(body)
+        if content_type in JSON_LINES:
+            return [_record_decoder.decode(line) for line in body.splitlines() if line.strip()]
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        return None
+    return None  # CloudEvents: mapped to records one by one
+
+
+@dataclass(frozen=True)
+class _Document:
+    """One record as decoded JSON, yet to be validated (or a CloudEvent to be mapped)."""
+
+    value: Any
+    content_type: str
+
+
 def _documents(body: bytes, content_type: str) -> list[Any]:
     if content_type in JSON_LINES:
         return [json_decode(line) for line in body.splitlines() if line.strip()]
@@ -153,21 +184,26 @@ def _documents(body: bytes, content_type: str) -> list[Any]:
     return document
 
 
+def _record_in(document: _Document) -> RecordIn:
+    value = document.value
+    if document.content_type in (CLOUDEVENT, CLOUDEVENT_BATCH):
+        value = _from_cloudevent(value)
+    if not isinstance(value, dict):
+        raise _Invalid("", "A record must be a JSON object.")
+    try:
+        return msgspec.convert(value, RecordIn)
+    except msgspec.ValidationError as error:
+        raise _Invalid(*field_and_message(str(error))) from None
+
+
 def _record_row(
     position: int,
-    document: Any,
-    content_type: str,
+    record: RecordIn | _Document,
     token: IngestToken,
     stored_range: tuple[datetime, datetime] | None,
 ) -> RecordRow:
-    if content_type in (CLOUDEVENT, CLOUDEVENT_BATCH):
-        document = _from_cloudevent(document)
-    if not isinstance(document, dict):
-        raise _Invalid("", "A record must be a JSON object.")
-    try:
-        record = msgspec.convert(document, RecordIn)
-    except msgspec.ValidationError as error:
-        raise _Invalid(*field_and_message(str(error))) from None
+    if isinstance(record, _Document):
+        record = _record_in(record)
     if stored_range is None or not stored_range[0] <= record.occurred_at < stored_range[1]:
         window = (
             f"{stored_range[0]:%Y-%m-%d} to {stored_range[1]:%Y-%m-%d}" if stored_range else "none"

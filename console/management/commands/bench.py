@@ -24,6 +24,12 @@ class Command(BaseCommand):
             default=min(4, 2 * (os.cpu_count() or 1)),
             help="gunicorn workers",
         )
+        ingest.add_argument(
+            "--profile",
+            action="store_true",
+            help="instead: CPU µs per span and record, stage by stage, in this process",
+        )
+        ingest.add_argument("--rounds", type=int, default=5, help="--profile: rounds measured")
         self._add_flows(benches)
         self._add_replay(benches)
         self._add_ledger(benches)
@@ -100,6 +106,13 @@ class Command(BaseCommand):
             return
         if options["bench"] == "ledger":
             self._ledger(options)
+            return
+        if options["profile"]:
+            from tracing.ingest import bench_profile
+
+            bench_profile.run(
+                requests=options["requests"], rounds=options["rounds"], report=self.stdout.write
+            )
             return
         from tracing.ingest import bench
 
