@@ -30,6 +30,7 @@ from tracing.flows.models import FlowInstance
 from tracing.flows.services import flow_definitions_import
 from tracing.flows.services.summary import flows_summarize
 from tracing.ingest.dead_letters import dead_letters_parse
+from tracing.ingest.models import FlowTouch
 from tracing.ingest.otlp import SpanBatch
 from tracing.ingest.partitions import RECORD_TABLE, partitions_ensure_all, stored_range
 from tracing.ingest.records import JSON_ARRAY as JSON
@@ -143,7 +144,8 @@ def world_summarize(*, now: datetime) -> Summarized:
     """
     _analyze(table for table in WORLD_TABLES if table.startswith("ingest_"))
     started = time.perf_counter()
-    flows_summarize(now=now)
+    while FlowTouch.objects.exists():  # one run of the summarizer stops after RUN_SECONDS
+        flows_summarize(now=now)
     seconds = time.perf_counter() - started
     _analyze(WORLD_TABLES)
     counted = FlowInstance.objects.values_list("status").annotate(count=Count("id")).order_by()
