@@ -6,6 +6,7 @@ and is what both the summarizer and beat's stalled check call.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -144,12 +145,18 @@ def _start_time(facts: list[Fact], steps: list[FlowStep], starts_with: str) -> d
 def _step_states(
     facts: list[Fact], steps: list[FlowStep], start: datetime, now: datetime
 ) -> dict[str, StepState]:
+    # Only facts of the kind and name a step matches can do it; look those up, rather than
+    # testing every fact against every step (most of a flow's spans match none).
+    named: dict[tuple[str, str], list[Fact]] = defaultdict(list)
+    for fact in facts:
+        named[(fact.kind, fact.name)].append(fact)
+    failed = [fact for fact in facts if fact.failed]
     states: dict[str, StepState] = {}
     for step in steps:  # ordered by position: a step's `after` come before it
         state = StepState(
             key=step.key, title=step.title, system=step.system.name, optional=step.optional
         )
-        done = [fact for fact in facts if step_done_by(step, fact)]
+        done = [fact for fact in named.get(_matched_name(step), []) if step_done_by(step, fact)]
         state.count = len(done)
         if done:
             state.first_at, state.last_at = done[0].at, done[-1].at
@@ -157,10 +164,17 @@ def _step_states(
         if step.deadline_seconds and state.ready_at is not None:
             origin = start if step.deadline_from == "start" else state.ready_at
             state.due_at = origin + timedelta(seconds=step.deadline_seconds)
-        failures = [fact for fact in facts if _step_failed_by(step, fact)]
+        failures = [fact for fact in failed if _step_failed_by(step, fact)]
         _step_state_decide(state, step, failures, now)
         states[step.key] = state
     return states
+
+
+def _matched_name(step: FlowStep) -> tuple[str, str]:
+    """(kind, name) of the facts that can match the step: see step_matches."""
+    if "span" in step.match:
+        return ("span", step.match["span"])
+    return ("record", (step.match.get("record") or {}).get("step", ""))
 
 
 def _ready_at(step: FlowStep, states: dict[str, StepState], start: datetime) -> datetime | None:
