@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
 
+from tracing.flows.dashboard.hours import completed_counts, started_groups
 from tracing.flows.dashboard.windows import STATUS_WORDS, STATUSES, Window
 from tracing.flows.expectations import duration_words
 from tracing.flows.models import FlowDefinition, FlowInstance, FlowStep
@@ -118,19 +119,10 @@ class _Group:
 def _definition_summary(
     definition: FlowDefinition, version_ids: list[int], window: Window
 ) -> DefinitionSummary:
-    """Counts by status and the funnel, in one pass over the instances started in the window.
-
-    Grouping by the steps done, not counting each step with a filter, keeps the pass cheap:
-    hashing one short array per row instead of testing it once per step.
-    """
+    """Counts by status and the funnel, from the instances started in the window grouped by
+    status and steps done (a window holds few such groups, whatever its length)."""
     steps = list(definition.steps.all())
-    groups = [
-        _Group(row["status"], frozenset(row["steps_done"]), row["instances"])
-        for row in started_in(version_ids, window)
-        .values("status", "steps_done")
-        .annotate(instances=Count("pk"))
-        .order_by()
-    ]
+    groups = [_Group(*group) for group in started_groups(version_ids, window)]
     counts = dict.fromkeys(STATUSES, 0)
     for group in groups:
         counts[group.status] += group.instances
@@ -166,28 +158,12 @@ def _funnel_step(step: FlowStep, steps: list[FlowStep], groups: list[_Group]) ->
 
 
 def _compliance_add(summaries: list[DefinitionSummary], window: Window) -> None:
-    """Of the instances that completed in the window, how many missed no deadline.
-
-    A completed instance's last activity is never before its completion, so the
-    (status, last_activity_at) index narrows the rows before completed_at is checked.
-    """
+    """Of the instances that completed in the window, how many missed no deadline."""
     name_of = {vid: s.name for s in summaries for vid in s.version_ids}
-    rows = (
-        FlowInstance.objects.filter(
-            status=FlowInstance.Status.COMPLETED,
-            last_activity_at__gte=window.start,
-            completed_at__gte=window.start,
-            completed_at__lte=window.now,
-            definition_id__in=list(name_of),
-        )
-        .values("definition_id")
-        .annotate(finished=Count("pk"), within=Count("pk", filter=Q(deadline_missed=False)))
-        .order_by()
-    )
     tally: dict[str, tuple[int, int]] = {}
-    for row in rows:
-        finished, within = tally.get(name_of[row["definition_id"]], (0, 0))
-        tally[name_of[row["definition_id"]]] = (finished + row["finished"], within + row["within"])
+    for definition_id, (finished, within) in completed_counts(list(name_of), window).items():
+        before = tally.get(name_of[definition_id], (0, 0))
+        tally[name_of[definition_id]] = (before[0] + finished, before[1] + within)
     for summary in summaries:
         if summary.name in tally:
             summary.compliance = Compliance(*tally[summary.name])
