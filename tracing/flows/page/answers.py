@@ -14,7 +14,8 @@ from tracing.flows.masking import (
 )
 from tracing.flows.models import FlowStep
 from tracing.flows.selectors import DeadLetterRow, RecordRow
-from tracing.flows.status import FAILED_EVENTS, clock
+from tracing.flows.sentences import clock
+from tracing.flows.status import FAILED_EVENTS
 
 UNKNOWN = "unknown: no record of this step"
 VALIDATION_STEPS = ("valid",)  # a step whose name says it validates: "order.validate"

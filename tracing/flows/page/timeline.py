@@ -10,7 +10,8 @@ from tracing.flows.expectations import duration_words
 from tracing.flows.models import FlowStep
 from tracing.flows.page.answers import said
 from tracing.flows.selectors import DeadLetterRow, RecordRow
-from tracing.flows.status import FAILED_EVENTS, SPAN_STATUS_ERROR, clock
+from tracing.flows.sentences import clock
+from tracing.flows.status import FAILED_EVENTS, SPAN_STATUS_ERROR
 from tracing.flows.stitching import SpanRow
 
 
