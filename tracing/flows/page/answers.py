@@ -152,13 +152,13 @@ def _verdict(
     question: str, message: Message, good_event: str, step_words: tuple[str, ...], now: datetime
 ) -> Answer:
     """The latest record that says the step happened, or failed at a step named for it."""
-    said = [
+    telling = [
         r for r in message.records
         if r.event == good_event or (r.event in FAILED_EVENTS and _named(r.step, step_words))
     ]  # fmt: skip
-    if not said:
+    if not telling:
         return Answer(question, "unknown", UNKNOWN)
-    return _judged(question, said[-1].event == good_event, said(said[-1], now))
+    return _judged(question, telling[-1].event == good_event, said(telling[-1], now))
 
 
 def _schema_checked(message: Message, steps: dict[str, FlowStep]) -> Answer | None:

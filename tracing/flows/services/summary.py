@@ -85,7 +85,7 @@ def flows_recompute(*, correlation_ids: Collection[str], now: datetime) -> int:
     with connection.cursor() as cursor:
         fast_times(cursor)
         before = counted_now(cursor, ordered)
-    definitions = _Definitions({row.definition_id for row in before.values()} - {None})
+    definitions = _Definitions({row.definition_id for row in before.values() if row.definition_id})
     instances: list[FlowInstance] = []
     keys: set[tuple[str, str, str]] = set()
     for first in range(0, len(ordered), FACTS_PER_READ):
