@@ -74,7 +74,8 @@ READS = (  # figure, its floor, who asks, the path for one sample
     ("search by correlation ID", "search", "api", "/api/v1/search?q={flow}"),
     ("search by shipment number", "search", "api", "/api/v1/search?q={shipment}"),
     ("search by trace ID", "search", "api", "/api/v1/search?q={trace}"),
-    ("dashboard  GET /", "dashboard", "page", "/"),
+    ("dashboard  GET / (today)", "dashboard", "page", "/"),
+    ("dashboard  GET /?window=week", "dashboard", "page", "/?window=week"),
 )
 Read = tuple[Figure, dict[str, str], list[str]]
 

@@ -1,9 +1,10 @@
 """The dashboard's reads: what happened to each flow in a window, what needs attention now.
 
-Everything comes from the summary tables (flow instances, missing runs, dead letters and the
-per-minute sender counts), through their indexes: instances of a definition by start time
-(definition_id, started_at), problems by status and age (status, last_activity_at). Every
-function takes `now`, so a test can look at the dashboard of any moment.
+Everything comes from the summary tables (flow instances and their hourly counts, missing
+runs, dead letters and the per-minute sender counts), through their indexes: a window's
+whole hours from the hourly counts, its edges from instances of a definition by start
+time (definition_id, started_at), problems by status and age (status, last_activity_at).
+Every function takes `now`, so a test can look at the dashboard of any moment.
 """
 
 from tracing.flows.dashboard.attention import (
