@@ -129,7 +129,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # sends in the default one. Declared here, both are consumed by every worker started
 # without -Q: `serve`, the benches and the tests' workers alike.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_QUEUES = (Queue("celery"), Queue("flows"))
+CELERY_TASK_QUEUES = (Queue("celery", routing_key="celery"), Queue("flows", routing_key="flows"))
 CELERY_TASK_ROUTES = {"tracing.flows.tasks.*": {"queue": "flows"}}
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "partitions-ahead": {
