@@ -17,7 +17,6 @@ from django.db import connection
 from psycopg.pq import Format
 
 from tracing.flows.arrays import ANY_BYTEA, ANY_TEXT, bytea_array, text_array
-from tracing.flows.models import FlowInstance, FlowStep
 from tracing.flows.status import FAILED_EVENTS, OPEN_DEAD_LETTER_STATES, SPAN_STATUS_ERROR, Fact
 from tracing.flows.stitching import WITHIN, SpanRow, json_value, spans_window, trace_part
 
@@ -357,56 +356,3 @@ def _replays_assign(cursor: Any, letters: dict[int, DeadLetterRow]) -> None:
         replay = ReplayRow(str(row[0]), *row[1:])
         replay.verdict = json_value(replay.verdict)
         letters[replay.dead_letter_id].replays.append(replay)
-
-
-@dataclass
-class Owner:
-    """Who answers for where the flow stopped: the step's system, else the definition."""
-
-    team: str
-    email: str
-    webhook: str
-    runbook_url: str
-    system: str
-
-
-@dataclass
-class FlowDetail:
-    instance: FlowInstance
-    facts: FlowFacts
-    owner: Owner | None
-    steps: list[dict[str, Any]]  # the definition's steps in order, each with its state
-
-
-def flow_detail(correlation_id: str, *, payloads: bool = False) -> FlowDetail | None:
-    """Everything the flow page and `GET /api/v1/flows/<id>` show, or None for no such flow."""
-    if "\x00" in correlation_id:  # no correlation ID holds NUL: PostgreSQL text cannot
-        return None
-    instance = (
-        FlowInstance.objects.select_related("definition__owner")
-        .filter(correlation_id=correlation_id)
-        .first()
-    )
-    if instance is None:
-        return None
-    facts = flows_facts([correlation_id], payloads=payloads)[correlation_id]
-    steps: list[dict[str, Any]] = []
-    owner = None
-    if instance.definition is not None:
-        definition_steps = list(instance.definition.steps.select_related("system__owner"))
-        steps = [{"key": step.key, **instance.steps.get(step.key, {})} for step in definition_steps]
-        owner = _owner(instance, definition_steps)
-    return FlowDetail(instance=instance, facts=facts, owner=owner, steps=steps)
-
-
-def _owner(instance: FlowInstance, steps: list[FlowStep]) -> Owner:
-    stopped = next((step for step in steps if step.key == instance.stopped_at), None)
-    definition = instance.definition
-    assert definition is not None
-    if stopped is not None:
-        team = stopped.system.owner
-        return Owner(
-            team.team, team.email, team.webhook_url, stopped.system.runbook_url, stopped.system.name
-        )
-    team = definition.owner
-    return Owner(team.team, team.email, team.webhook_url, definition.runbook_url, "")

@@ -13,6 +13,7 @@ from typing import Any
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from tracing.flows.detail import FlowDetail, Owner
 from tracing.flows.masking import (
     Shown,
     headers_shown,
@@ -28,7 +29,7 @@ from tracing.flows.page.timeline import (
     timeline_ticks,
     trace_waterfalls,
 )
-from tracing.flows.selectors import DeadLetterRow, FlowDetail, Owner, RecordRow
+from tracing.flows.selectors import DeadLetterRow, RecordRow
 
 FINAL = frozenset({"completed", "failed", "partial"})
 
