@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from console.env import (
     database_from_url,
@@ -129,6 +130,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The flow summarizer has its own queue, so its runs never wait behind a bulk replay's
+# sends in the default one. Declared here, both are consumed by every worker started
+# without -Q: `serve`, the benches and the tests' workers alike.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery", routing_key="celery"), Queue("flows", routing_key="flows"))
+CELERY_TASK_ROUTES = {"tracing.flows.tasks.*": {"queue": "flows"}}
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "partitions-ahead": {
         "task": "tracing.ingest.tasks.partitions_ensure_task",

@@ -186,6 +186,27 @@ def test_the_payload_schema_answers_valid_without_showing_the_value(
     assert "the payload breaks the schema of Invoice basis sent: currency fails “pattern”" in page
 
 
+def test_a_message_validated_then_failing_its_mapping_says_so(
+    runtime: Runtime, client_as: ClientAs
+) -> None:
+    runtime.order("4715", T0, until="order.create")
+    runtime.record(
+        "ERP", "order.validate", "validated", T0 + timedelta(minutes=1), correlation="4715",
+        message_id="msg-order-4715",
+    )  # fmt: skip
+    runtime.record(
+        "ERP", "order.map", "failed", T0 + timedelta(minutes=2), correlation="4715",
+        message_id="msg-order-4715", error="no mapping for unit KGM",
+    )  # fmt: skip
+    runtime.send()
+    flows_summarize(now=NOW)
+    page = client_as(Role.SUPPORT).get("/flows/4715").content.decode()
+    message = page[page.index("msg-order-4715") :]
+    assert '<span class="visually-hidden">yes:</span> order.validate validated in ERP' in message
+    assert '<span class="visually-hidden">no:</span> order.map failed in ERP at ' in message
+    assert "no mapping for unit KGM" in message
+
+
 def test_the_waterfall_nests_spans_and_marks_errors_and_clock_skew(
     runtime: Runtime, client_as: ClientAs
 ) -> None:

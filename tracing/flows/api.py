@@ -15,10 +15,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tracing.flows import selectors
+from tracing.flows import detail as flows_detail
+from tracing.flows.detail import flow_detail
 from tracing.flows.models import FlowDefinition, FlowInstance, FlowStep
 from tracing.flows.search import flows_search
-from tracing.flows.selectors import DeadLetterRow, RecordRow, ReplayRow, flow_detail
+from tracing.flows.selectors import DeadLetterRow, RecordRow, ReplayRow
 from tracing.flows.stitching import SpanRow
 
 
@@ -127,7 +128,7 @@ class FlowDetail(APIView):
         return Response(flow_document(detail))
 
 
-def flow_document(detail: selectors.FlowDetail) -> dict[str, Any]:
+def flow_document(detail: flows_detail.FlowDetail) -> dict[str, Any]:
     facts = detail.facts
     return {
         **FlowSerializer(detail.instance).data,

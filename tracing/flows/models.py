@@ -167,10 +167,59 @@ class FlowInstance(models.Model):
                 name="flow_due",
             ),
             GinIndex(fields=["systems"], name="flow_systems"),
+            # The dashboard's SLA compliance counts completions at a window's edges.
+            models.Index(
+                fields=["completed_at"],
+                condition=models.Q(status="completed"),
+                name="flow_completed",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.correlation_id} ({self.status})"
+
+
+class FlowHour(models.Model):
+    """How many instances of a definition version started in one hour (UTC) with a status and
+    a set of steps done: the dashboard's counts and funnels, without reading every instance.
+
+    Kept by the summarizer in the transaction that saves the instances, as the difference
+    between what the instances were and what they became.
+    """
+
+    definition = models.ForeignKey(FlowDefinition, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    status = models.CharField(max_length=12, choices=FlowInstance.Status.choices)
+    steps_done = ArrayField(models.CharField(max_length=100), default=list)
+    instances = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["definition", "hour", "status", "steps_done"], name="flow_hour_group"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.definition_id} {self.hour:%Y-%m-%d %H}h {self.status}: {self.instances}"
+
+
+class FlowCompletedHour(models.Model):
+    """How many instances of a definition version completed in one hour (UTC), and how many of
+    them within all their deadlines: the dashboard's SLA compliance. Kept like FlowHour."""
+
+    definition = models.ForeignKey(FlowDefinition, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    finished = models.IntegerField()
+    within = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["definition", "hour"], name="flow_completed_hour")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.definition_id} {self.hour:%Y-%m-%d %H}h: {self.within}/{self.finished}"
 
 
 class FlowTrace(models.Model):

@@ -6,13 +6,22 @@ and is what both the summarizer and beat's stalled check call.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from tracing.flows.expectations import duration_words
+from tracing.flows.sentences import (
+    clock,
+    say_completed,
+    say_failed,
+    say_in_progress,
+    say_partial,
+    say_stalled,
+    why_failed,
+)
 
 if TYPE_CHECKING:
     from tracing.flows.models import FlowStep
@@ -144,12 +153,18 @@ def _start_time(facts: list[Fact], steps: list[FlowStep], starts_with: str) -> d
 def _step_states(
     facts: list[Fact], steps: list[FlowStep], start: datetime, now: datetime
 ) -> dict[str, StepState]:
+    # Only facts of the kind and name a step matches can do it; look those up, rather than
+    # testing every fact against every step (most of a flow's spans match none).
+    named: dict[tuple[str, str], list[Fact]] = defaultdict(list)
+    for fact in facts:
+        named[(fact.kind, fact.name)].append(fact)
+    failed = [fact for fact in facts if fact.failed]
     states: dict[str, StepState] = {}
     for step in steps:  # ordered by position: a step's `after` come before it
         state = StepState(
             key=step.key, title=step.title, system=step.system.name, optional=step.optional
         )
-        done = [fact for fact in facts if step_done_by(step, fact)]
+        done = [fact for fact in named.get(_matched_name(step), []) if step_done_by(step, fact)]
         state.count = len(done)
         if done:
             state.first_at, state.last_at = done[0].at, done[-1].at
@@ -157,10 +172,17 @@ def _step_states(
         if step.deadline_seconds and state.ready_at is not None:
             origin = start if step.deadline_from == "start" else state.ready_at
             state.due_at = origin + timedelta(seconds=step.deadline_seconds)
-        failures = [fact for fact in facts if _step_failed_by(step, fact)]
+        failures = [fact for fact in failed if _step_failed_by(step, fact)]
         _step_state_decide(state, step, failures, now)
         states[step.key] = state
     return states
+
+
+def _matched_name(step: FlowStep) -> tuple[str, str]:
+    """(kind, name) of the facts that can match the step: see step_matches."""
+    if "span" in step.match:
+        return ("span", step.match["span"])
+    return ("record", (step.match.get("record") or {}).get("step", ""))
 
 
 def _ready_at(step: FlowStep, states: dict[str, StepState], start: datetime) -> datetime | None:
@@ -208,18 +230,18 @@ def _decide(summary: Summary, facts: list[Fact], steps: list[FlowStep], now: dat
     latest = facts[-1]
     failed = [state for state in states.values() if state.state == "failed"]
     if _is_failure(latest) and failed:
-        _say_failed(summary, failed[-1], by_key, now)
+        say_failed(summary, failed[-1], by_key, now)
         return
     for state in failed:  # something came after the failure: the step is awaited again
         _awaited(state, now)
     skipped = _went_past(states, by_key)
     short = _short_count(facts)
     if skipped or short:
-        _say_partial(summary, skipped, short, now)
+        say_partial(summary, skipped, short, now)
         return
     required = [state for key, state in states.items() if not by_key[key].optional]
     if all(state.state == "done" for state in required):
-        _say_completed(summary, now)
+        say_completed(summary, now)
         return
     expected = _expected_next(states)
     if expected is None:
@@ -227,9 +249,9 @@ def _decide(summary: Summary, facts: list[Fact], steps: list[FlowStep], now: dat
         return
     summary.stopped_at, summary.due_at = expected.key, expected.due_at
     if expected.state == "overdue":
-        _say_stalled(summary, expected, by_key, now)
+        say_stalled(summary, expected, by_key, now)
     else:
-        _say_in_progress(summary, expected, now)
+        say_in_progress(summary, expected, now)
 
 
 def _awaited(state: StepState, now: datetime) -> None:
@@ -277,101 +299,12 @@ def _expected_next(states: dict[str, StepState]) -> StepState | None:
     return min(ready, key=lambda state: (state.state != "overdue", state.due_at or far))
 
 
-def _say_failed(
-    summary: Summary, state: StepState, by_key: dict[str, FlowStep], now: datetime
-) -> None:
-    failure = state.failure
-    assert failure is not None
-    summary.status, summary.stopped_at = "failed", state.key
-    summary.sentence = f"Stopped at {state.title} ({state.system}): {_why(failure, now)}.{_overdue(state, by_key, now)}"
-
-
-def _why(failure: Fact, now: datetime) -> str:
-    at = clock(failure.at, now)
-    error = f" — {failure.error}" if failure.error else ""
-    if failure.kind == "dead_letter":
-        return f"the message to {failure.system} was dead-lettered at {at}{error}"
-    if failure.kind == "record":
-        return f"{failure.system} reported {failure.name} {failure.event.replace('_', '-')} at {at}{error}"
-    status = f" (HTTP {failure.http_status})" if failure.http_status else ""
-    return f"{failure.name} failed in {failure.system} at {at}{status}{error}"
-
-
-def _overdue(state: StepState, by_key: dict[str, FlowStep], now: datetime) -> str:
-    if state.due_at is None or now <= state.due_at:
-        return ""
-    late = duration_words(int((now - state.due_at).total_seconds()))
-    return f" {late} overdue (due {_deadline_words(by_key[state.key], by_key)})."
-
-
-def _deadline_words(step: FlowStep, by_key: dict[str, FlowStep]) -> str:
-    deadline = duration_words(step.deadline_seconds or 0)
-    if step.deadline_from == "start" or not step.after:
-        return f"{deadline} after the flow started"
-    titles = " and ".join(by_key[key].title for key in step.after if key in by_key)
-    return f"{deadline} after {titles}"
-
-
-def _say_stalled(
-    summary: Summary, state: StepState, by_key: dict[str, FlowStep], now: datetime
-) -> None:
-    summary.status = "stalled"
-    last = summary.steps.get(summary.last_step)
-    since = (
-        f"nothing since {last.title} at {clock(last.last_at, now)}"
-        if last and last.last_at
-        else "not started"
-    )
-    summary.sentence = (
-        f"Stopped at {state.title} ({state.system}): {since}.{_overdue(state, by_key, now)}"
-    )
-
-
-def _say_in_progress(summary: Summary, state: StepState, now: datetime) -> None:
-    last = summary.steps.get(summary.last_step)
-    done = (
-        f"{last.title} ({last.system}) at {clock(last.last_at, now)}"
-        if last and last.last_at
-        else "started"
-    )
-    due = f", due by {clock(state.due_at, now)}" if state.due_at else ""
-    summary.sentence = f"In progress: {done}; next {state.title} ({state.system}){due}."
-
-
-def _say_completed(summary: Summary, now: datetime) -> None:
-    last = summary.steps[summary.last_step]
-    assert last.last_at is not None
-    summary.status, summary.completed_at = "completed", last.last_at
-    took = duration_words(int((last.last_at - summary.started_at).total_seconds()))
-    summary.sentence = f"Completed at {clock(last.last_at, now)}: {last.title} ({last.system}), {took} after it started."
-
-
-def _say_partial(
-    summary: Summary,
-    skipped: tuple[StepState, StepState] | None,
-    short: Fact | None,
-    now: datetime,
-) -> None:
-    summary.status = "partial"
-    if short is not None and short.counts is not None:
-        expected, processed = short.counts
-        summary.sentence = (
-            f"Partial: {short.name} ({short.system}) processed {processed:,} of {expected:,} items "
-            f"at {clock(short.at, now)}."
-        )
-        return
-    assert skipped is not None
-    went, missed = skipped
-    summary.stopped_at = missed.key
-    summary.sentence = f"Partial: went on to {went.title} ({went.system}) without {missed.title} ({missed.system})."
-
-
 def _without_definition(
     facts: list[Fact], started_at: datetime, last_at: datetime, now: datetime
 ) -> Summary:
     latest = facts[-1]
     if _is_failure(latest):
-        sentence = f"Failed: {_why(latest, now)}. No flow definition matches this flow."
+        sentence = f"Failed: {why_failed(latest, now)}. No flow definition matches this flow."
         status = "failed"
     else:
         sentence = (
@@ -382,16 +315,6 @@ def _without_definition(
     return Summary(
         status=status, sentence=sentence, started_at=started_at, last_activity_at=last_at
     )
-
-
-def clock(at: datetime | None, now: datetime) -> str:
-    """14:02 in the console's time zone; a weekday and date too when it is not `now`'s day."""
-    if at is None:
-        return "an unknown time"
-    local = timezone.localtime(at)
-    if local.date() == timezone.localtime(now).date():
-        return f"{local:%H:%M}"
-    return f"{local:%a %d %b %H:%M}"
 
 
 def _iso(at: datetime | None) -> str | None:

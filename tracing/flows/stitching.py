@@ -14,17 +14,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from django.db import connection
 
+from tracing.flows.arrays import ANY_BYTEA, ANY_TEXT, bytea_array, text_array
 from tracing.flows.models import FlowTrace
 
 Touch = tuple[bytes | None, str | None, str | None]  # (trace_id, correlation_id, message_id)
 LINK_HOPS = 3  # how far an async chain of uncorrelated traces is followed
 WITHIN = "AND start_time >= %s AND start_time <= %s"  # a spans_window
+UNREAD = datetime(1970, 1, 1, tzinfo=UTC)  # a span time the summarizer did not read
 
 
 @dataclass
@@ -42,19 +44,20 @@ class SpanRow:
     span_id: bytes
     parent_span_id: bytes | None
     name: str
-    kind: int
     start_time: datetime
-    end_time: datetime
-    duration_ns: int
     status_code: int
     status_message: str
     service_name: str
     attributes: dict[str, Any]
-    events: list[dict[str, Any]]
     links: list[dict[str, Any]]
     correlation_id: str | None
     message_id: str | None
     business_keys: dict[str, str]
+    # Only the flow page reads these; the summarizer leaves them out of its reads.
+    kind: int = 0
+    end_time: datetime = UNREAD
+    duration_ns: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def linked_traces(self) -> set[bytes]:
@@ -99,7 +102,7 @@ def trace_ranges_extend(spans: list[tuple[bytes, datetime, datetime]]) -> None:
             SET first_start = LEAST(flows_tracerange.first_start, EXCLUDED.first_start),
                 last_start = GREATEST(flows_tracerange.last_start, EXCLUDED.last_start)
             """,
-            [traces, [widest[t][0] for t in traces], [widest[t][1] for t in traces]],
+            [bytea_array(traces), [widest[t][0] for t in traces], [widest[t][1] for t in traces]],
         )
 
 
@@ -114,9 +117,9 @@ def spans_window(cursor: Any, traces: Collection[bytes]) -> tuple[datetime, date
     cursor.execute(
         """
         SELECT count(*), min(first_start), max(last_start) FROM flows_tracerange
-        WHERE trace_id = ANY(%s)
+        WHERE trace_id = ANY(%s::bytea[])
         """,
-        [list(traces)],
+        [bytea_array(traces)],
     )
     known, first, last = cursor.fetchone()
     return (first, last) if known == len(set(traces)) else None
@@ -131,10 +134,10 @@ def traces_facts(traces: set[bytes]) -> dict[bytes, TraceFacts]:
         cursor.execute(
             f"""
             SELECT trace_id, correlation_id, message_id, links FROM ingest_span
-            WHERE trace_id = ANY(%s) {WITHIN if window else ""}
+            WHERE trace_id = {ANY_BYTEA} {WITHIN if window else ""}
               AND (correlation_id IS NOT NULL OR message_id IS NOT NULL OR links <> '[]'::jsonb)
             """,  # noqa: S608 - a fixed clause
-            [list(traces), *(window or ())],
+            [bytea_array(traces), *(window or ())],
         )
         for trace_id, correlation_id, message_id, links in cursor.fetchall():
             trace = facts[bytes(trace_id)]
@@ -176,7 +179,11 @@ def memberships_add(rows: Iterable[tuple[str, bytes, str]]) -> None:
             SELECT * FROM unnest(%s::text[], %s::bytea[], %s::text[])
             ON CONFLICT DO NOTHING
             """,
-            [[row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows]],
+            [
+                text_array(row[0] for row in rows),
+                bytea_array(row[1] for row in rows),
+                text_array(row[2] for row in rows),
+            ],
         )
 
 
@@ -198,7 +205,7 @@ def _links_remember(facts: dict[bytes, TraceFacts]) -> None:
             SELECT * FROM unnest(%s::bytea[], %s::bytea[])
             ON CONFLICT DO NOTHING
             """,
-            [[a for a, _ in pairs], [b for _, b in pairs]],
+            [bytea_array(a for a, _ in pairs), bytea_array(b for _, b in pairs)],
         )
 
 
@@ -207,10 +214,11 @@ def _neighbours(traces: set[bytes]) -> set[tuple[bytes, bytes]]:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT trace_id, linked_trace_id FROM flows_spanlink WHERE trace_id = ANY(%s)
-            UNION SELECT linked_trace_id, trace_id FROM flows_spanlink WHERE linked_trace_id = ANY(%s)
+            SELECT trace_id, linked_trace_id FROM flows_spanlink WHERE trace_id = ANY(%(traces)s::bytea[])
+            UNION SELECT linked_trace_id, trace_id FROM flows_spanlink
+            WHERE linked_trace_id = ANY(%(traces)s::bytea[])
             """,
-            [list(traces), list(traces)],
+            {"traces": bytea_array(traces)},
         )
         return {(bytes(a), bytes(b)) for a, b in cursor.fetchall()}
 
@@ -218,11 +226,13 @@ def _neighbours(traces: set[bytes]) -> set[tuple[bytes, bytes]]:
 def _memberships(traces: set[bytes]) -> dict[bytes, dict[str, str]]:
     """trace → {correlation ID: how it joined}."""
     found: dict[bytes, dict[str, str]] = defaultdict(dict)
-    rows = FlowTrace.objects.filter(trace_id__in=list(traces)).values_list(
-        "trace_id", "correlation_id", "via"
-    )
-    for trace_id, correlation_id, via in rows:
-        found[bytes(trace_id)][correlation_id] = via
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT trace_id, correlation_id, via FROM flows_flowtrace WHERE trace_id = ANY(%s::bytea[])",
+            [bytea_array(traces)],
+        )
+        for trace_id, correlation_id, via in cursor.fetchall():
+            found[bytes(trace_id)][correlation_id] = via
     return found
 
 
@@ -269,12 +279,12 @@ def _flows_of_messages(messages: set[str]) -> set[str]:
         return set()
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             SELECT DISTINCT f.correlation_id FROM ingest_span s
             JOIN flows_flowtrace f ON f.trace_id = s.trace_id
-            WHERE s.message_id = ANY(%s)
-            """,
-            [list(messages)],
+            WHERE s.message_id = {ANY_TEXT}
+            """,  # noqa: S608 - a fixed clause
+            [text_array(messages)],
         )
         return {row[0] for row in cursor.fetchall()}
 
@@ -282,9 +292,12 @@ def _flows_of_messages(messages: set[str]) -> set[str]:
 def flows_of_traces(traces: set[bytes]) -> set[str]:
     if not traces:
         return set()
-    return set(
-        FlowTrace.objects.filter(trace_id__in=list(traces)).values_list("correlation_id", flat=True)
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT correlation_id FROM flows_flowtrace WHERE trace_id = ANY(%s::bytea[])",
+            [bytea_array(traces)],
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def trace_part(

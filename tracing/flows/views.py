@@ -16,12 +16,12 @@ from django_htmx.http import HttpResponseStopPolling
 
 from console.access import Capability, capabilities_of
 from console.htmx import HtmxHttpRequest
+from tracing.flows.detail import flow_detail
 from tracing.flows.masking import (
     payload_view_unmasked_journal,
 )
 from tracing.flows.models import FlowInstance
 from tracing.flows.page import flow_page_read
-from tracing.flows.selectors import flow_detail
 
 
 @require_GET

@@ -11,15 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
+import msgspec
 from django.db import connection, transaction
 
-from tracing.flows.models import FlowDefinition, FlowInstance, FlowKey
-from tracing.flows.selectors import FlowFacts, flows_facts
+from tracing.flows.arrays import text_array
+from tracing.flows.models import FlowDefinition, FlowInstance
+from tracing.flows.selectors import FlowFacts, fast_times, flows_facts
+from tracing.flows.services.hours import counted, counted_now, flow_hours_shift
 from tracing.flows.status import Fact, Summary, step_done_by, summarize
 from tracing.flows.stitching import Touch, stitch, trace_ranges_extend
 
-BATCH = 2000
+BATCH = 5000  # marks one transaction takes: a flow touched by several of them is recomputed once
+FACTS_PER_READ = 1000  # flows whose facts are read at once: bounds the memory a recompute takes
 
 
 # One summarizer at a time: stitching reads memberships another run may be writing, and
@@ -52,6 +57,7 @@ def _touches_take(batch: int) -> list[Touch]:
     # ARRAY(...) runs the locking subquery once; as `IN (subquery)` the planner may re-run it
     # per row when the table's statistics say it is empty, and take far more than `batch`.
     with connection.cursor() as cursor:
+        fast_times(cursor)
         cursor.execute(
             """
             DELETE FROM ingest_flowtouch WHERE id = ANY(ARRAY(
@@ -74,26 +80,32 @@ def flows_recompute(*, correlation_ids: Collection[str], now: datetime) -> int:
     """Recompute these flows from their facts (idempotent: safe to run any number of times)."""
     if not correlation_ids:
         return 0
-    _flows_lock(correlation_ids)
-    facts = flows_facts(correlation_ids)
-    pinned = dict(
-        FlowInstance.objects.filter(correlation_id__in=list(correlation_ids)).values_list(
-            "correlation_id", "definition_id"
-        )
-    )
-    definitions = _Definitions(set(pinned.values()) - {None})
-    instances, keys = [], []
-    for correlation_id, flow in facts.items():
-        flow_facts = flow.facts()
-        if not flow_facts:
-            continue
-        definition = definitions.by_id(pinned.get(correlation_id)) or definitions.match(flow_facts)
-        instances.append(_instance(flow, flow_facts, definition, now))
-        keys += [
-            FlowKey(value=v, name=n, correlation_id=correlation_id) for n, v in flow.business_keys
-        ]
+    ordered = sorted(set(correlation_ids))
+    _flows_lock(ordered)
+    with connection.cursor() as cursor:
+        fast_times(cursor)
+        before = counted_now(cursor, ordered)
+    definitions = _Definitions({row.definition_id for row in before.values() if row.definition_id})
+    instances: list[FlowInstance] = []
+    keys: set[tuple[str, str, str]] = set()
+    for first in range(0, len(ordered), FACTS_PER_READ):
+        part = ordered[first : first + FACTS_PER_READ]
+        facts = flows_facts(part, step_spans=definitions.step_spans)
+        for correlation_id, flow in facts.items():
+            flow_facts = flow.facts()
+            if not flow_facts:
+                continue
+            pinned = before[correlation_id].definition_id if correlation_id in before else None
+            definition = definitions.by_id(pinned) or definitions.match(flow_facts)
+            instances.append(_instance(flow, flow_facts, definition, now))
+            keys |= {(value, name, correlation_id) for name, value in flow.business_keys}
     _instances_save(instances)
-    FlowKey.objects.bulk_create(keys, ignore_conflicts=True)
+    _keys_save(keys)
+    changed = {instance.correlation_id for instance in instances}
+    flow_hours_shift(
+        before=[row for cid, row in before.items() if cid in changed],
+        after=[counted(instance) for instance in instances],
+    )
     return len(instances)
 
 
@@ -107,7 +119,7 @@ def _flows_lock(correlation_ids: Collection[str]) -> None:
                 ORDER BY key
             ) AS keys
             """,
-            [sorted(correlation_ids)],
+            [text_array(correlation_ids)],
         )
 
 
@@ -120,6 +132,12 @@ class _Definitions:
         known = {definition.id for definition in self.current}
         self.pinned = {d.id: d for d in query.filter(id__in=pinned_ids - known)}
         self.pinned.update({definition.id: definition for definition in self.current})
+
+    @property
+    def step_spans(self) -> set[str]:
+        """The span names any step matches: the spans whose attributes the status may read."""
+        steps = [step for definition in self.pinned.values() for step in definition.steps.all()]
+        return {step.match["span"] for step in steps if "span" in step.match}
 
     def by_id(self, definition_id: int | None) -> FlowDefinition | None:
         return self.pinned.get(definition_id) if definition_id else None
@@ -153,20 +171,62 @@ def _instance(
     )  # fmt: skip
 
 
-_UPDATED_FIELDS = [
-    "definition", "status", "started_at", "last_activity_at", "completed_at", "stopped_at", "last_step",
-    "sentence", "due_at", "steps", "steps_done", "systems", "deadline_missed", "span_count", "record_count",
-    "dead_letter_count", "trace_count", "updated_at",
-]  # fmt: skip
+_SAVED_COLUMNS = (
+    "correlation_id", "definition_id", "status", "started_at", "last_activity_at", "completed_at",
+    "stopped_at", "last_step", "sentence", "due_at", "steps", "steps_done", "systems",
+    "deadline_missed", "span_count", "record_count", "dead_letter_count", "trace_count", "updated_at",
+)  # fmt: skip
 
 
 def _instances_save(instances: list[FlowInstance]) -> None:
-    FlowInstance.objects.bulk_create(
-        instances,
-        update_conflicts=True,
-        unique_fields=["correlation_id"],
-        update_fields=_UPDATED_FIELDS,
-    )
+    """COPY the summaries into a staging table, then upsert them in one statement: a few
+    thousand rows at once, without building an INSERT of tens of thousands of parameters."""
+    if not instances:
+        return
+    columns = ", ".join(_SAVED_COLUMNS)
+    updates = ", ".join(f"{column} = EXCLUDED.{column}" for column in _SAVED_COLUMNS[1:])
+    with connection.cursor() as cursor:
+        staging = f"SELECT {columns} FROM flows_flowinstance WITH NO DATA"  # noqa: S608 - fixed
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS flows_instance_incoming ON COMMIT DELETE ROWS AS {staging}"
+        )
+        cursor.execute("DELETE FROM flows_instance_incoming")  # inside an outer transaction too
+        with cursor.cursor.copy(f"COPY flows_instance_incoming ({columns}) FROM STDIN") as copy:
+            for instance in sorted(instances, key=lambda instance: instance.correlation_id):
+                copy.write_row(_saved_row(instance))
+        cursor.execute(
+            f"""
+            INSERT INTO flows_flowinstance ({columns})
+            SELECT {columns} FROM flows_instance_incoming ORDER BY correlation_id
+            ON CONFLICT (correlation_id) DO UPDATE SET {updates}
+            """  # noqa: S608 - fixed column names
+        )
+
+
+def _saved_row(instance: FlowInstance) -> list[Any]:
+    row = [getattr(instance, column) for column in _SAVED_COLUMNS]
+    row[_SAVED_COLUMNS.index("steps")] = msgspec.json.encode(instance.steps).decode()
+    return row
+
+
+def _keys_save(keys: set[tuple[str, str, str]]) -> None:
+    """Business keys the flows carry (value, name, correlation ID); known ones stay as they are."""
+    rows = sorted(keys)
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO flows_flowkey (value, name, correlation_id)
+            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
+            ON CONFLICT DO NOTHING
+            """,
+            [
+                text_array(row[0] for row in rows),
+                text_array(row[1] for row in rows),
+                text_array(row[2] for row in rows),
+            ],
+        )
 
 
 def flows_mark_stalled(*, now: datetime) -> int:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from django import template
 
-from tracing.flows.status import clock as status_clock
+from tracing.flows.sentences import clock as status_clock
 
 register = template.Library()
 MARKS = {"yes": "✓", "no": "✗"}
