@@ -362,11 +362,11 @@ def _control(job: BulkReplay, action: str, actor: Actor, now: datetime, reason: 
     else:
         job.state = BulkReplay.State.CANCELLED if action == "cancel" else BulkReplay.State.REJECTED
         job.finished_at = now
-        _queued_cancel(job, now)
+        bulk_queued_cancel(job, now)
     job.save()
 
 
-def _queued_cancel(job: BulkReplay, now: datetime) -> None:
+def bulk_queued_cancel(job: BulkReplay, now: datetime) -> None:
     """Attempts not yet claimed are never sent; their dead letters wait again."""
     queued = list(
         ReplayAttempt.objects.select_for_update()

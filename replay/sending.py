@@ -2,14 +2,21 @@
 
 A group is claimed with one conditional update (`... WHERE id = ANY(...) AND state =
 'queued' RETURNING id`): only the rows it returns are sent, so a task run twice, or alongside
-the sweeper, sends nothing twice. The sends reuse the worker process's connection to each
-target (see `replay.transports`). The outcomes, the dead letters' new states, their flow marks
-and the journal entries are then written in one transaction per group, in bulk statements:
-per-message round trips to PostgreSQL were most of a bulk replay's time.
+the sweeper, sends nothing twice. Each message's send then begins with its own small
+conditional update that sets `sent_at`, committed before a byte leaves: a worker killed
+mid-group leaves the messages it never began with `sent_at` NULL, and the sweeper returns
+those to the queue (`replays_unstarted_requeue`); only the one whose send began may have
+arrived and becomes in doubt. That is the one round trip per message this module keeps.
+
+The sends reuse the worker process's connection to each target (see `replay.transports`).
+The outcomes, the dead letters' new states, their flow marks and the journal entries are
+written in one transaction per group, in bulk statements: per-message round trips to
+PostgreSQL were most of a bulk replay's time.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,12 +27,14 @@ from django.db.models import Exists, OuterRef
 
 from console.services import journal_append_many
 from replay import transports
-from replay.models import ReplayAttempt
+from replay.bulk import bulk_queued_cancel
+from replay.models import BulkReplay, ReplayAttempt
 from replay.safety import poison_of
-from replay.services import WORKER, dead_letters_moved, delivery_of
+from replay.services import SEND_GROUP, WORKER, dead_letters_moved, delivery_of
 from tracing.ingest.models import DeadLetter
 
 NOT_CLAIMED = "not claimed"
+REQUEUED = "returned to the queue: its send never began"
 # After its worst send (connect, write and read, each up to the timeout) a message still has
 # this long to be recorded before the sweeper may call it in doubt.
 LEASE_MARGIN = timedelta(seconds=30)
@@ -71,44 +80,101 @@ def _claimed(attempt_ids: Sequence[str], now: datetime) -> list[ReplayAttempt]:
 
 
 def _claim(attempt_ids: list[str], lease_until: datetime, now: datetime) -> set[str]:
-    """One conditional update: a row another run claimed first is not returned, nor sent."""
+    """One conditional update: a row another run claimed first is not returned, nor sent.
+    `sent_at` stays NULL until each message's own send begins (`_send_begins`)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {ReplayAttempt._meta.db_table} SET state = 'sending', lease_until = %s, sent_at = %s "  # noqa: S608 - our own table name
+            f"UPDATE {ReplayAttempt._meta.db_table} SET state = 'sending', lease_until = %s "  # noqa: S608 - our own table name
             "WHERE id = ANY(%s::uuid[]) AND state = 'queued' RETURNING id",
-            [lease_until, now, attempt_ids],
+            [lease_until, attempt_ids],
         )
         return {str(row[0]) for row in cursor.fetchall()}
 
 
 def _sent(attempts: list[ReplayAttempt], now: datetime) -> dict[str, transports.Outcome]:
-    """Send each claimed attempt once. The group shares one lease: before a send that might
-    outlast it, the lease of what is left is renewed, and only what the renewal returns
-    (still `sending`: the sweeper has not called it in doubt) is sent."""
+    """Send each claimed attempt once, each only if its send could begin (`_send_begins`).
+    The group shares one lease, whose value is also this run's mark on its rows: before a send
+    that might outlast it, the lease of what is left is renewed."""
     timeout = settings.TIDELINE_REPLAY_TIMEOUT_SECONDS
     lease_until = now + _one_send() + LEASE_MARGIN
-    ours = {str(attempt.id) for attempt in attempts}
     outcomes: dict[str, transports.Outcome] = {}
     for position, attempt in enumerate(attempts):
         clock = datetime.now(tz=now.tzinfo)
         if clock + _one_send() + LEASE_MARGIN / 2 > lease_until:
-            lease_until = clock + _one_send() + LEASE_MARGIN
-            ours = _lease_renew(
-                [str(a.id) for a in attempts[position:] if str(a.id) in ours], lease_until
-            )
-        if str(attempt.id) in ours:
+            renewed = clock + _one_send() + LEASE_MARGIN
+            _lease_renew([str(a.id) for a in attempts[position:]], lease_until, renewed)
+            lease_until = renewed
+        if _send_begins(str(attempt.id), lease_until, clock):
             outcomes[str(attempt.id)] = transports.deliver(delivery_of(attempt), timeout=timeout)
     return outcomes
 
 
-def _lease_renew(attempt_ids: list[str], lease_until: datetime) -> set[str]:
+def _lease_renew(attempt_ids: list[str], held: datetime, lease_until: datetime) -> None:
+    """Only rows still under the lease this run holds: one the sweeper put back in the queue,
+    and another run claimed since, carries that run's lease."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {ReplayAttempt._meta.db_table} SET lease_until = %s "  # noqa: S608 - our own table name
-            "WHERE id = ANY(%s::uuid[]) AND state = 'sending' RETURNING id",
-            [lease_until, attempt_ids],
+            "WHERE id = ANY(%s::uuid[]) AND state = 'sending' AND lease_until = %s",
+            [lease_until, attempt_ids, held],
         )
-        return {str(row[0]) for row in cursor.fetchall()}
+
+
+def _send_begins(attempt_id: str, lease_until: datetime, now: datetime) -> bool:
+    """The moment this message's send begins, committed before a byte leaves (autocommit):
+    from here on it may have arrived. False when it is no longer this run's to send (the
+    sweeper returned it to the queue, or called it in doubt; another run holds it now)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {ReplayAttempt._meta.db_table} SET sent_at = %s "  # noqa: S608 - our own table name
+            "WHERE id = %s AND state = 'sending' AND sent_at IS NULL AND lease_until = %s "
+            "RETURNING id",
+            [now, attempt_id, lease_until],
+        )
+        return cursor.fetchone() is not None
+
+
+def replays_unstarted_requeue(*, now: datetime) -> list[str]:
+    """Sweeper: attempts whose lease ran out before their send began (the worker died holding
+    a group) never left, so they go back to the queue and are sent again by the same task a
+    bulk job uses; the claim and the one-open-attempt index keep that to once. An attempt of a
+    job cancelled meanwhile is cancelled instead, as the job's other queued ones were."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {ReplayAttempt._meta.db_table} SET state = 'queued', lease_until = NULL "  # noqa: S608 - our own table name
+                "WHERE state = 'sending' AND sent_at IS NULL AND lease_until < %s "
+                "RETURNING id, dead_letter_id, bulk_id",
+                [now],
+            )
+            rows = cursor.fetchall()
+        if not rows:
+            return []
+        journal_append_many(
+            actor=WORKER, action="replay.requeue",
+            entries=[(f"dead_letter:{letter}", {"attempt": str(attempt), "reason": REQUEUED})
+                     for attempt, letter, _ in rows],
+        )  # fmt: skip
+        jobs = BulkReplay.objects.select_for_update().filter(id__in={r[2] for r in rows if r[2]})
+        for job in jobs.order_by("id"):
+            if job.state in (BulkReplay.State.CANCELLED, BulkReplay.State.REJECTED):
+                bulk_queued_cancel(job, now)
+        queued = [
+            str(attempt_id)
+            for attempt_id in ReplayAttempt.objects.filter(
+                id__in=[r[0] for r in rows], state=ReplayAttempt.State.QUEUED
+            ).values_list("id", flat=True)
+        ]
+        _sends_after_commit(queued)
+    return queued
+
+
+def _sends_after_commit(attempt_ids: list[str]) -> None:
+    from replay.tasks import replay_send_group_task
+
+    for start in range(0, len(attempt_ids), SEND_GROUP):
+        group = attempt_ids[start : start + SEND_GROUP]
+        transaction.on_commit(functools.partial(replay_send_group_task.delay, group))
 
 
 def replay_outcomes_record(

@@ -351,29 +351,28 @@ def replay_confirm_delivered(
 
 
 def replays_sweep(*, now: datetime) -> dict[str, int]:
-    """Beat: a send whose lease ran out may have arrived (in doubt, never resent); a queued
-    attempt whose task the broker lost is woken again (the claim keeps that safe)."""
-    expired = list(
-        ReplayAttempt.objects.filter(
-            state=ReplayAttempt.State.SENDING, lease_until__lt=now
-        ).values_list("id", flat=True)
-    )
-    from replay.sending import replay_outcomes_record
+    """Beat: a send that began and whose lease ran out may have arrived (in doubt, never
+    resent); one whose lease ran out before its send began never left (back to the queue,
+    sent again); a queued attempt whose task the broker lost is woken again (the claim keeps
+    that safe)."""
+    from replay.sending import replay_outcomes_record, replays_unstarted_requeue
+    from replay.tasks import replay_send_group_task
 
+    expired = ReplayAttempt.objects.filter(state=ReplayAttempt.State.SENDING, lease_until__lt=now)
+    begun = list(expired.filter(sent_at__isnull=False).values_list("id", flat=True))
     stopped = transports.Outcome(
         "unknown", "the worker stopped while sending; the target may have received it"
     )
-    replay_outcomes_record(outcomes={str(a): stopped for a in expired}, now=now, lease_expired=True)
+    replay_outcomes_record(outcomes={str(a): stopped for a in begun}, now=now, lease_expired=True)
     stuck = list(
         ReplayAttempt.objects.filter(
             state=ReplayAttempt.State.QUEUED, requested_at__lt=now - timedelta(seconds=30)
         ).values_list("id", flat=True)[:500]
     )
-    from replay.tasks import replay_send_group_task
-
     for start in range(0, len(stuck), SEND_GROUP):
         replay_send_group_task.delay([str(a) for a in stuck[start : start + SEND_GROUP]])
-    return {"in_doubt": len(expired), "woken": len(stuck)}
+    requeued = replays_unstarted_requeue(now=now)
+    return {"in_doubt": len(begun), "woken": len(stuck), "requeued": len(requeued)}
 
 
 def dead_letter_close(

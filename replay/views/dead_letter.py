@@ -45,8 +45,8 @@ PROBLEMS = {"already_delivered": "Already delivered", "stale": "Stale", "poison"
 # What the dead letter's trail shows of the journal, in words, newest first.
 TRAIL = {
     "replay.request": "asked for a replay", "replay.approve": "approved the replay",
-    "replay.reject": "rejected the replay", "replay.send": "began sending the replay",
-    "replay.outcome": "recorded what became of the replay",
+    "replay.reject": "rejected the replay", "replay.send": "took the replay to send",
+    "replay.requeue": "returned the replay to the queue", "replay.outcome": "recorded what became of the replay",
     "replay.confirm_delivered": "confirmed the replay arrived", "dead_letter.resolve": "resolved it",
     "dead_letter.discard": "discarded it", UNMASKED_VIEW: "saw the payload as sent",
 }  # fmt: skip

@@ -20,6 +20,7 @@ from console.services import api_token_create, ingest_token_create
 from tests.processes import celery_worker
 
 REPLAY_TIMEOUT_SECONDS = 2
+SLOW_SECONDS = 0.25  # well inside the timeout: a group of sends takes long enough to kill
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Receiver:
 
     url: str
     deliveries: list[dict[str, Any]] = field(default_factory=list)
-    behaviour: str = "ok"  # ok | unavailable | hang
+    behaviour: str = "ok"  # ok | slow (answers after SLOW_SECONDS) | unavailable | hang
     health_checks: int = 0  # GETs of its health URL (any path): 503 while unavailable
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,6 +56,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 })  # fmt: skip
             if receiver.behaviour == "hang":
                 time.sleep(REPLAY_TIMEOUT_SECONDS * 3)
+            elif receiver.behaviour == "slow":
+                time.sleep(SLOW_SECONDS)
             status = 503 if receiver.behaviour == "unavailable" else 200
             self.send_response(status)
             self.send_header("Content-Length", "0")

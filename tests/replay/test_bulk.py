@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,9 +15,16 @@ import psutil
 from django.db import connection
 from django.utils import timezone
 
+from console.models import JournalEntry
 from replay.models import BulkReplay, ReplayAttempt
-from replay.sending import replay_send_group
-from replay.services import ReplayOrder, attempt_new
+from replay.sending import (
+    REQUEUED,
+    _claim,
+    _send_begins,
+    replay_send_group,
+    replays_unstarted_requeue,
+)
+from replay.services import ReplayOrder, attempt_new, replays_sweep
 from tests.replay.conftest import Receiver
 from tests.replay.world import dead_letter, deduplicating, replay, wait_until
 from tracing.ingest.models import DeadLetter
@@ -154,6 +162,58 @@ def test_a_job_needing_approval_waits_for_another_operator(
     assert done["counts"]["sent"] == 2, done["counts"]
 
 
+def _sending_children(worker_pid: int, receiver: Receiver) -> list[psutil.Process]:
+    """The worker's pool processes connected to the receiver: the ones that may be sending."""
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    return [
+        child
+        for child in psutil.Process(worker_pid).children(recursive=True)
+        if any(c.raddr and c.raddr.port == port for c in child.net_connections("tcp"))
+    ]
+
+
+def _killed_mid_job_outcome(
+    client: httpx.Client, job_id: str, receiver: Receiver, killed_senders: int
+) -> None:
+    """What a kill mid-job must leave: each message at most once, the job done, the counts
+    adding up. In doubt are only messages whose send had begun: those the killed group had
+    already sent (their outcomes are recorded with the group's) and at most one per killed
+    process that had not reached the target (the one it was sending). Its group's messages
+    that had not begun went back to the queue and were sent later."""
+    job = job_when_done(client, job_id, seconds=150)
+    counts = job["counts"]
+    keys = [d["headers"]["Idempotency-Key"] for d in receiver.deliveries]
+    assert len(keys) == len(set(keys)), "no message reached the target twice"
+    assert counts["taken"] == 40 and counts["failed"] == 0, counts
+    assert counts["sent"] + counts["in_doubt"] == 40, counts
+    # Every delivered attempt reached the target once; an in-doubt one may or may not have.
+    assert counts["sent"] <= len(receiver.deliveries) <= counts["sent"] + counts["in_doubt"]
+    received = {d["headers"]["X-Tideline-Replay-Attempt"] for d in receiver.deliveries}
+    in_doubt = ReplayAttempt.objects.filter(state="in_doubt")
+    never_arrived = {str(a) for a in in_doubt.values_list("id", flat=True)} - received
+    assert len(never_arrived) <= killed_senders, (counts, never_arrived)
+    assert not in_doubt.filter(sent_at__isnull=True).exists(), "only a begun send is in doubt"
+
+
+def test_the_sending_child_killed_mid_job_leaves_at_most_its_message_in_doubt(
+    sender: httpx.Client,
+    operators: list[httpx.Client],
+    receiver: Receiver,
+    worker: Callable[[], Any],
+) -> None:
+    first = worker()
+    deduplicating(receiver)
+    receiver.behaviour = "slow"  # a group of sends takes seconds: the kill lands inside one
+    night_of_503s(sender, receiver, 40)
+    job_id = start(operators[0], rate_per_second=8).json()["id"]
+    receiver.wait_for(6)
+    sending = _sending_children(first.pid, receiver)
+    assert sending, "a pool process is sending"
+    sending[0].send_signal(signal.SIGKILL)
+    # The worker forks a new pool process; its beat's sweeper returns what never began.
+    _killed_mid_job_outcome(operators[0], job_id, receiver, killed_senders=1)
+
+
 def test_a_worker_killed_mid_job_sends_nothing_twice_and_the_job_finishes(
     sender: httpx.Client,
     operators: list[httpx.Client],
@@ -162,27 +222,17 @@ def test_a_worker_killed_mid_job_sends_nothing_twice_and_the_job_finishes(
 ) -> None:
     first = worker()
     deduplicating(receiver)
+    receiver.behaviour = "slow"
     night_of_503s(sender, receiver, 40)
     job_id = start(operators[0], rate_per_second=8).json()["id"]
-    receiver.wait_for(10)
-    # Kill a pool child first (the one sending, most likely), then the whole worker.
-    family = psutil.Process(first.pid).children(recursive=True)
-    if family:
-        family[0].send_signal(signal.SIGKILL)
-    time.sleep(1)
+    receiver.wait_for(6)
+    senders = len(_sending_children(first.pid, receiver))
     for process in [psutil.Process(first.pid), *psutil.Process(first.pid).children(recursive=True)]:
         process.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     before_restart = len(receiver.deliveries)
     worker()
-    job = job_when_done(operators[0], job_id, seconds=150)
-    counts = job["counts"]
-    keys = [d["headers"]["Idempotency-Key"] for d in receiver.deliveries]
-    assert len(keys) == len(set(keys)), "no message reached the target twice"
-    assert counts["taken"] == 40
-    assert counts["sent"] + counts["in_doubt"] + counts["failed"] == 40
-    # Every delivered attempt reached the target once; an in-doubt one may or may not have.
-    assert counts["sent"] <= len(receiver.deliveries) <= counts["sent"] + counts["in_doubt"]
+    _killed_mid_job_outcome(operators[0], job_id, receiver, killed_senders=senders)
     assert len(receiver.deliveries) >= before_restart
 
 
@@ -218,3 +268,73 @@ def test_a_send_group_run_twice_at_once_sends_each_message_once(
     for states in zip(*runs, strict=True):
         assert sorted(states) == ["delivered", "not claimed"]
     assert set(ReplayAttempt.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+def _claimed_long_ago(sender: httpx.Client, receiver: Receiver, *, begun: bool) -> ReplayAttempt:
+    """An attempt a worker claimed and then died holding: its lease ran out long ago; `begun`
+    says whether its send had begun."""
+    [letter] = night_of_503s(sender, receiver, 1)
+    attempt = attempt_new(letter, ReplayOrder(letter.id, letter.version), None)
+    attempt.save(force_insert=True)
+    DeadLetter.objects.filter(id=letter.id).update(state="replay_requested")
+    long_ago = timezone.now() - timedelta(minutes=10)
+    ReplayAttempt.objects.filter(id=attempt.id).update(
+        state="sending", lease_until=long_ago, sent_at=long_ago if begun else None
+    )
+    attempt.refresh_from_db()
+    return attempt
+
+
+def test_the_sweeper_returns_a_send_that_never_began_and_calls_a_begun_one_in_doubt(
+    sender: httpx.Client, receiver: Receiver, worker: Callable[[], Any]
+) -> None:
+    deduplicating(receiver)
+    never = _claimed_long_ago(sender, receiver, begun=False)
+    begun = _claimed_long_ago(sender, receiver, begun=True)
+
+    assert replays_sweep(now=timezone.now()) == {"in_doubt": 1, "woken": 0, "requeued": 1}
+    worker()  # the send task the sweeper queued for the one that never began
+
+    wait_until(lambda: ReplayAttempt.objects.get(id=never.id).state == "delivered")
+    time.sleep(2)
+    assert [d["headers"]["X-Tideline-Replay-Attempt"] for d in receiver.deliveries] == [
+        str(never.id)
+    ], "the one that never began is sent once; the begun one is never resent"
+    assert DeadLetter.objects.get(id=never.dead_letter_id).state == "replayed"
+    begun_now = ReplayAttempt.objects.get(id=begun.id)
+    assert begun_now.state == "in_doubt" and begun_now.sent_at == begun.sent_at
+    assert DeadLetter.objects.get(id=begun.dead_letter_id).state == "in_doubt"
+    requeue = JournalEntry.objects.get(action="replay.requeue")
+    assert requeue.subject == f"dead_letter:{never.dead_letter_id}"
+    assert requeue.details == {"attempt": str(never.id), "reason": REQUEUED}
+
+
+def test_a_run_whose_claim_was_returned_to_the_queue_no_longer_begins_its_send(
+    sender: httpx.Client, receiver: Receiver
+) -> None:
+    """A worker stalled past its lease, not dead: once the sweeper returned its message to the
+    queue and another run claimed it, the stalled run's send does not begin; the new one's does."""
+    deduplicating(receiver)
+    attempt = _claimed_long_ago(sender, receiver, begun=False)
+    stalled_lease = attempt.lease_until
+    assert stalled_lease is not None
+    assert replays_unstarted_requeue(now=timezone.now()) == [str(attempt.id)]
+    now = timezone.now()
+    new_lease = now + timedelta(minutes=1)
+    assert _claim([str(attempt.id)], new_lease, now) == {str(attempt.id)}
+    assert not _send_begins(str(attempt.id), stalled_lease, now)
+    assert _send_begins(str(attempt.id), new_lease, now)
+    assert not _send_begins(str(attempt.id), new_lease, now), "a send begins once"
+
+
+def test_a_send_that_never_began_in_a_job_cancelled_meanwhile_is_cancelled_not_sent(
+    sender: httpx.Client, receiver: Receiver
+) -> None:
+    deduplicating(receiver)
+    attempt = _claimed_long_ago(sender, receiver, begun=False)
+    job = BulkReplay.objects.create(selection={}, state="cancelled")
+    ReplayAttempt.objects.filter(id=attempt.id).update(bulk=job)
+    assert replays_unstarted_requeue(now=timezone.now()) == []
+    attempt.refresh_from_db()
+    assert attempt.state == "cancelled"
+    assert DeadLetter.objects.get(id=attempt.dead_letter_id).state == "new"
