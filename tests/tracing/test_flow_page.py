@@ -71,6 +71,7 @@ def test_support_sees_where_order_4711_stopped_and_who_owns_it(
     assert 'href="https://wiki.seafood.example/runbooks/qms"' in page
     assert 'class="step state-failed stopped" aria-current="step"' in page
     assert page.count('class="step state-done') == 3
+    assert "No alert has covered this flow." in page  # alerts' own test shows one that did
 
 
 def test_each_message_answers_supports_questions(failed_order: str, client_as: ClientAs) -> None:

@@ -16,6 +16,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from console.access import Capability, capabilities_of
 from console.htmx import HtmxHttpRequest
+from tracing.alerts.selectors import incidents_for_flow
 from tracing.flows.detail import flow_detail
 from tracing.flows.masking import (
     payload_view_unmasked_journal,
@@ -36,6 +37,7 @@ def flow_page(request: HtmxHttpRequest, correlation_id: str) -> HttpResponse:
     now = timezone.now()
     unmasked = Capability.VIEW_UNMASKED in capabilities_of(request.user)
     page = flow_page_read(detail, unmasked=unmasked, now=now)
+    page.incidents = incidents_for_flow(correlation_id)
     if unmasked and page.payloads_shown:
         payload_view_unmasked_journal(
             user=request.user, correlation_id=correlation_id, request=request, now=now

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from console.access import Role
 from tests.tracing.alerts.conftest import Mailbox, Receiver
 from tests.tracing.seafood import Runtime, definitions_load
 from tracing.alerts.evaluation import evaluate
@@ -114,8 +115,9 @@ def test_stock_sync_stopping_tells_each_channel_once_and_once_more_when_it_resum
 
 
 def test_twelve_orders_stalled_at_one_step_are_one_notification_naming_twelve(
-    runtime: Runtime, smtp: Mailbox, deliver_due: Deliver
+    runtime: Runtime, smtp: Mailbox, deliver_due: Deliver, client_as
 ) -> None:
+    support = client_as(Role.SUPPORT)
     start = timezone.now() - timedelta(hours=5)
     for number in range(12):
         runtime.order(
@@ -141,6 +143,11 @@ def test_twelve_orders_stalled_at_one_step_are_one_notification_naming_twelve(
     html = next(p for p in smtp.messages[0].walk() if p.get_content_type() == "text/html")
     assert "/alerts/incidents/" in html.get_content()  # type: ignore[attr-defined]
     assert [i.pk for i in incidents_for_flow("PO-4705")] == [incident.pk], "was anyone alerted?"
+    page = support.get("/flows/PO-4705").content.decode()
+    assert "Was anyone alerted?" in page
+    assert "12 orders stalled at Certificate approved (QMS)" in page
+    assert f"/alerts/incidents/{incident.pk}" in page
+    assert "told quality" in page.lower() and "(opened)" in page
 
 
 def test_a_sender_gone_silent_is_one_notification(

@@ -6,7 +6,7 @@ Nothing here recomputes the flow's status; it arranges the facts the status came
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +57,8 @@ class FlowPage:
     business_keys: list[tuple[str, str]]
     unmasked: bool
     now: datetime
+    # "Was anyone alerted?": the incidents that covered this flow (alerts fill it in).
+    incidents: list[Any] = field(default_factory=list)
 
     @property
     def final(self) -> bool:
