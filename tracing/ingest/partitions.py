@@ -34,7 +34,7 @@ def partitions_ensure(*, now: datetime, table: str = SPAN_TABLE) -> list[str]:
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=settings.TIDELINE_SPAN_RETENTION_DAYS)
     last = today + timedelta(days=settings.TIDELINE_PARTITION_DAYS_AHEAD)
-    existing = set(_partition_days(table))
+    existing = set(partition_days(table))
     created = []
     with connection.cursor() as cursor:
         day = first
@@ -58,7 +58,8 @@ def partitions_ensure_all(*, now: datetime) -> list[str]:
     ]
 
 
-def _partition_days(table: str) -> list[date]:
+def partition_days(table: str) -> list[date]:
+    """The days that have a partition of the table, read from PostgreSQL's catalogue."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -78,7 +79,7 @@ def stored_range(table: str = SPAN_TABLE) -> tuple[datetime, datetime] | None:
     """[from, to) of the times a table can hold now; cached for a minute per process."""
     fetched_at, span = _cached.get(table, (0.0, None))
     if span is None or time.monotonic() - fetched_at > _CACHE_SECONDS:
-        days = _partition_days(table)
+        days = partition_days(table)
         span = (_midnight(days[0]), _midnight(days[-1] + timedelta(days=1))) if days else None
         _cached[table] = (time.monotonic(), span)
     return span

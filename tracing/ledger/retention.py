@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from console.services import journal_append
 from tracing.ingest.partitions import (
     SPAN_TABLE,
-    _partition_days,
+    partition_days,
     partition_name,
     stored_range_forget,
 )
@@ -79,7 +79,7 @@ def span_partitions_drop(*, now: datetime) -> list[str]:
     horizon = now.date() - timedelta(days=settings.TIDELINE_SPAN_RETENTION_DAYS)
     dropped = []
     with connection.cursor() as cursor:
-        for day in _partition_days(SPAN_TABLE):
+        for day in partition_days(SPAN_TABLE):
             if day < horizon:
                 name = partition_name(SPAN_TABLE, day)
                 cursor.execute(f'DROP TABLE IF EXISTS "{name}"')

@@ -16,7 +16,7 @@ from console.models import JournalEntry
 from tests.tracing.ledger.exportkit import seafood_day, verify_alone
 from tests.tracing.seafood import Runtime
 from tracing.ingest.models import AuditRecord, DeadLetter, RawBody
-from tracing.ingest.partitions import SPAN_TABLE, _partition_days, partitions_ensure
+from tracing.ingest.partitions import SPAN_TABLE, partition_days, partitions_ensure
 from tracing.ledger.retention import retention_run
 from tracing.ledger.retention_policy import retention_policy_parse
 from tracing.ledger.services import ledger_checkpoint, ledger_sequence, ledger_verify
@@ -73,7 +73,7 @@ def test_span_partitions_past_their_retention_are_dropped(settings: Any) -> None
 
     retention_run(now=NOW)
 
-    days = _partition_days(SPAN_TABLE)
+    days = partition_days(SPAN_TABLE)
     assert min(days) == NOW.date() - timedelta(days=30)
     dropped = JournalEntry.objects.get(action="retention.run").details["span_partitions_dropped"]
     assert len(dropped) == 10
