@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from console.services import journal_append
+from tracing.ingest.models import DeadLetter
 from tracing.ingest.partitions import (
     SPAN_TABLE,
     partition_days,
@@ -43,6 +44,14 @@ def _system_cutoff_sql(
     return f"(CASE {column} {whens} ELSE %s END)", [*params, default]
 
 
+# Dead letters nobody will send again: their payloads follow the retention policy.
+SETTLED_DEAD_LETTER_STATES = (
+    DeadLetter.State.REPLAYED,
+    DeadLetter.State.RESOLVED,
+    DeadLetter.State.DISCARDED,
+)
+
+
 def payloads_prune(*, now: datetime) -> dict[str, int]:
     """Erase payloads past their system's retention; returns how many of each were pruned."""
     named, default = _cutoffs(now)
@@ -56,10 +65,12 @@ def payloads_prune(*, now: datetime) -> dict[str, int]:
             [latest, *records_params],
         )
         records = cursor.rowcount
+        # A dead letter still waiting for a decision keeps its payload: it is the only copy of
+        # an undelivered business message, and a replay would otherwise send nothing.
         cursor.execute(
             f"UPDATE ingest_deadletter d SET payload = ''::bytea WHERE d.payload <> ''::bytea "  # noqa: S608
-            f"AND d.last_failed_at < {letters_cutoff}",
-            letters_params,
+            f"AND d.state = ANY(%s) AND d.last_failed_at < {letters_cutoff}",
+            [[state.value for state in SETTLED_DEAD_LETTER_STATES], *letters_params],
         )
         dead_letters = cursor.rowcount
         # Only bodies that carried old records; kept while any record in them is still kept.

@@ -66,6 +66,21 @@ def test_old_payloads_go_and_every_proof_and_an_earlier_bundle_still_verify(
     assert verify_alone(after, "--key", signing_key.fingerprint).returncode == 0
 
 
+def test_a_dead_letter_still_waiting_for_a_decision_keeps_its_payload(settings: Any) -> None:
+    runtime = Runtime.connected()
+    for order in ("4711", "4712"):
+        runtime.dead_letter("WMS", OLD, correlation=f"ORD-{order}", payload=f'{{"order": {order}}}')
+    DeadLetter.objects.filter(correlation_id="ORD-4712").update(state=DeadLetter.State.RESOLVED)
+    settings.TIDELINE_PAYLOAD_RETENTION = retention_policy_parse("default=2d")
+
+    pruned = retention_run(now=timezone.now())
+
+    waiting = DeadLetter.objects.get(correlation_id="ORD-4711")
+    assert bytes(waiting.payload) == b'{"order": 4711}'
+    assert bytes(DeadLetter.objects.get(correlation_id="ORD-4712").payload) == b""
+    assert pruned["dead_letters"] == 1
+
+
 def test_span_partitions_past_their_retention_are_dropped(settings: Any) -> None:
     settings.TIDELINE_SPAN_RETENTION_DAYS = 40
     partitions_ensure(now=NOW)
