@@ -6,7 +6,10 @@ one line a person can act on instead of a stack trace deep inside Django.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -130,3 +133,22 @@ def email_from_env() -> dict[str, Any]:
         "EMAIL_TIMEOUT": env_int("EMAIL_TIMEOUT", default=10, minimum=1),
         "DEFAULT_FROM_EMAIL": env_str("EMAIL_FROM", default="tideline@localhost"),
     }
+
+
+def secret_kept(path: Path, make: Callable[[], str]) -> str:
+    """A secret made once and kept in a private file (try-out mode's secret and signing keys).
+
+    Written to a temporary file and linked into place: no process reads it half-written, and
+    processes starting together keep the first one made (two keys would invalidate sessions
+    or leave checkpoints that no longer verify)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(descriptor, "w") as handle:  # mkstemp: readable by its owner only
+                handle.write(make() + "\n")
+            with contextlib.suppress(FileExistsError):  # another process's secret is the one
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    return path.read_text().strip()

@@ -21,6 +21,7 @@ from console.env import (
     env_path,
     env_str,
     redis_url_checked,
+    secret_kept,
 )
 from tracing.ledger.retention_policy import retention_policy_parse
 
@@ -35,12 +36,7 @@ def _secret_key() -> str:
         if len(configured) < 50:
             raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long")
         return configured
-    keyfile = TIDELINE_HOME / "secret_key"
-    if not keyfile.exists():
-        TIDELINE_HOME.mkdir(parents=True, exist_ok=True)
-        keyfile.touch(mode=0o600)
-        keyfile.write_text(secrets.token_urlsafe(64))
-    return keyfile.read_text().strip()
+    return secret_kept(TIDELINE_HOME / "secret_key", lambda: secrets.token_urlsafe(64))
 
 
 def _required(name: str) -> str:

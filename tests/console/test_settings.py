@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from console.env import database_from_url, env_bool, env_int, redis_url_checked
+from console.env import database_from_url, env_bool, env_int, redis_url_checked, secret_kept
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,3 +104,14 @@ def test_typed_helpers_refuse_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env_bool("DEBUG") is True
     monkeypatch.delenv("DEBUG")
     assert env_bool("DEBUG") is False
+
+
+def test_a_try_out_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
+    keyfile = tmp_path / "home" / "signing_key"
+
+    first = secret_kept(keyfile, lambda: "the first key")
+    again = secret_kept(keyfile, lambda: "a second key")
+
+    assert first == again == "the first key"  # a restart signs with the same key
+    assert oct(keyfile.stat().st_mode & 0o777) == "0o600"
+    assert [path.name for path in keyfile.parent.iterdir()] == ["signing_key"]

@@ -14,6 +14,7 @@ from functools import cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from console.env import secret_kept
 from tracing.ledger.note import NoteError, SigningKey, signing_key_generate, signing_key_parse
 
 
@@ -39,11 +40,7 @@ def signing_key() -> SigningKey:
             "`python manage.py ledger keygen` and keep it like a password."
         )
     keyfile = settings.TIDELINE_HOME / "signing_key"
-    if not keyfile.exists():
-        keyfile.parent.mkdir(parents=True, exist_ok=True)
-        keyfile.touch(mode=0o600)
-        keyfile.write_text(signing_key_generate(origin_new()).text() + "\n")
-    return _key_from(keyfile.read_text().strip())
+    return _key_from(secret_kept(keyfile, lambda: signing_key_generate(origin_new()).text()))
 
 
 def origin_new(host: str | None = None) -> str:
