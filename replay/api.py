@@ -25,7 +25,7 @@ from replay.bulk import (
     bulk_replay_create,
     bulk_replay_preview,
 )
-from replay.models import BulkReplay, ReplayAttempt
+from replay.models import RATE_PER_SECOND_MAX, BulkReplay, ReplayAttempt
 from replay.payloads import payload_diff
 from replay.selectors import (
     AGE_HELP,
@@ -319,7 +319,7 @@ class BulkSelection(FailedWindow):
         choices=DeadLetter.State.choices, required=False, default="", allow_blank=True
     )
     error = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
-    rate_per_second = serializers.FloatField(min_value=0, default=0)
+    rate_per_second = serializers.FloatField(min_value=0, max_value=RATE_PER_SECOND_MAX, default=0)
     include_stale = serializers.BooleanField(default=False)
     reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
     preview = serializers.BooleanField(default=False, help_text="Only count; start nothing.")

@@ -25,7 +25,13 @@ from django.db.models import Exists, OuterRef
 from console.services import journal_append
 from replay import transports
 from replay.bulk import Selection, bulk_replay_create, dead_letters_selected
-from replay.models import AutoReplayRule, BulkReplay, Destination, ReplayAttempt
+from replay.models import (
+    RATE_PER_SECOND_MAX,
+    AutoReplayRule,
+    BulkReplay,
+    Destination,
+    ReplayAttempt,
+)
 from replay.safety import address_allowed
 from replay.services import ReplayRefused
 from replay.services import _broker_url as broker_url
@@ -87,8 +93,10 @@ def auto_replay_rule_problems(rule: AutoReplayRule) -> dict[str, list[str]]:
         ]
     if rule.health_url and (problem := health_url_problem(rule.health_url)):
         problems["health_url"] = [problem]
-    if rule.rate_per_second is not None and rule.rate_per_second <= 0:
-        problems["rate_per_second"] = ["The rate must be more than 0 messages per second."]
+    if rule.rate_per_second is not None and not 0 < rule.rate_per_second <= RATE_PER_SECOND_MAX:
+        problems["rate_per_second"] = [
+            f"The rate must be more than 0 and at most {RATE_PER_SECOND_MAX:,} messages per second."
+        ]
     return problems
 
 

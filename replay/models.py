@@ -41,6 +41,11 @@ def prefix_check(prefix: str) -> None:
         raise ValidationError(problem)
 
 
+# The highest rate a bulk job or an auto-replay rule may ask for (a bulk job's 0 means no
+# limit); it keeps a job's chunk arithmetic far from PostgreSQL's bigint range.
+RATE_PER_SECOND_MAX = 10_000
+
+
 class Destination(models.Model):
     """A target replays may reach, as an address prefix, and what it promises.
 

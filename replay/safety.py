@@ -238,7 +238,3 @@ def poison_of(dead_letter_ids: Sequence[int]) -> dict[int, str]:
         for dead_letter_id, last_two in rows
         if len(last_two) == 2 and last_two[0] == last_two[1]
     }
-
-
-def failed_twice_alike(dead_letter: DeadLetter) -> str:
-    return poison_of([dead_letter.id]).get(dead_letter.id, "")

@@ -38,7 +38,10 @@ def age_parse(text: str) -> timedelta:
             timedelta(),
         )
     else:
-        age = parse_duration(text.strip()) or timedelta(-1)
+        try:
+            age = parse_duration(text.strip()) or timedelta(-1)
+        except OverflowError:  # P1000000000D: more days than a timedelta holds
+            age = AGE_LIMIT * 2
         if age < timedelta(0):
             raise AgeInvalid(f"{text!r} is not {AGE_HELP}")
     if not timedelta(0) < age <= AGE_LIMIT:

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from django import forms
 
+from replay.models import RATE_PER_SECOND_MAX
 from replay.selectors import AGE_HELP, AgeInvalid, age_parse, failed_window, window_problem
 from tracing.flows.models import FlowDefinition
 from tracing.ingest.models import DeadLetter
@@ -119,7 +120,10 @@ class BulkStartForm(forms.Form):
     since = forms.DateTimeField(required=False, widget=forms.HiddenInput)
     until = forms.DateTimeField(required=False, widget=forms.HiddenInput)
     rate_per_second = forms.FloatField(
-        min_value=0, max_value=10_000, initial=10, label="Rate (messages per second; 0: no limit)"
+        min_value=0,
+        max_value=RATE_PER_SECOND_MAX,
+        initial=10,
+        label="Rate (messages per second; 0: no limit)",
     )
     include_stale = forms.BooleanField(
         required=False, label="Replay stale ones too (a newer message already reached the target)"

@@ -246,6 +246,10 @@ def test_an_admin_keeps_rules_and_every_change_is_journaled(
         "name": "wms-back", "destination": destination.id, "health_url": receiver.origin + "health",
         "error_class": "503", "rate_per_second": "5", "enabled": "on", "owner": owner.id,
     }  # fmt: skip
+    flood = admin.post("/admin/replay/autoreplayrule/add/", {**form, "rate_per_second": "1e19"})
+    assert (
+        flood.status_code == 200 and "at most 10,000 messages per second" in flood.content.decode()
+    )
     created = admin.post("/admin/replay/autoreplayrule/add/", form)
     assert created.status_code == 302, created.content
     assert AutoReplayRule.objects.get().destination == destination

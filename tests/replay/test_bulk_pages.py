@@ -326,6 +326,9 @@ def test_the_api_filters_by_age_and_refuses_an_age_it_cannot_read(
     assert bad.status_code == 400 and "not a duration" in bad.json()["age"][0]
     zero = support.get("/api/v1/dead-letters", {"age": "0m"})
     assert zero.status_code == 400 and "more than 0" in zero.json()["age"][0]
+    endless = support.get("/api/v1/dead-letters", {"age": "P1000000000D"})
+    assert endless.status_code == 400 and "at most" in endless.json()["age"][0]
+    assert support.get("/dead-letters/", {"age": "P1000000000D"}).status_code == 200
     empty = support.get("/api/v1/dead-letters", {"age": "1h", "older_than": "2h"})
     assert empty.status_code == 400 and "leaves no time" in empty.json()["until"][0]
 
@@ -348,3 +351,5 @@ def test_a_bulk_job_through_the_api_takes_only_its_age(
     assert taken == {letter.id for letter in night[:3]}
     bad = operator.post(api, {"system": "WMS", "age": "a while"}, "application/json")
     assert bad.status_code == 400 and "age" in bad.json()
+    flood = operator.post(api, {"system": "WMS", "rate_per_second": 1e19}, "application/json")
+    assert flood.status_code == 400 and "rate_per_second" in flood.json()
