@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
@@ -22,19 +21,16 @@ from django_htmx.http import HttpResponseStopPolling
 from console.access import Capability, capabilities_of
 from console.htmx import HtmxHttpRequest
 from console.models import JournalEntry
-from console.services import journal_append
 from replay.models import OPEN_STATES, ReplayAttempt
 from replay.payloads import payload_diff
-from replay.services import (
-    CLOSED_STATES,
-)
+from replay.services import CLOSED_STATES
 from replay.transports.common import without_password
 from replay.views.forms import CloseForm, ReplayForm
 from tracing.flows.masking import (
     UNMASKED_VIEW,
-    UNMASKED_VIEW_EVERY,
     headers_shown,
     payload_shown,
+    payload_view_unmasked_journal,
 )
 from tracing.ingest.models import DeadLetter
 
@@ -52,7 +48,6 @@ TRAIL = {
 }  # fmt: skip
 TRAIL_DETAILS = ("state", "reason", "detail", "address")
 TRAIL_LENGTH = 100
-# Columns the list never shows: a payload may be megabytes.
 Verdict = list[tuple[str, str, str]]  # (label, words, tone)
 
 
@@ -128,7 +123,10 @@ def detail_render(
     unmasked = Capability.VIEW_UNMASKED in capabilities_of(request.user)
     payload = payload_shown(bytes(dead_letter.payload), dead_letter.content_type, unmasked=unmasked)
     if unmasked:
-        _unmasked_view_journal(request, dead_letter, now)
+        payload_view_unmasked_journal(
+            user=request.user, subject=f"dead_letter:{dead_letter.id}",
+            details={"dead_letter": dead_letter.id}, request=request, now=now,
+        )  # fmt: skip
     context = {
         "letter": dead_letter, "live": _live(request, dead_letter, **live), "now": now,
         "unmasked": unmasked, "payload": payload,
@@ -239,24 +237,3 @@ def _deaths(dead_letter: DeadLetter) -> list[dict[str, Any]]:
         {**death, "failed_at": parse_datetime(death.get("failed_at") or "")}
         for death in reversed(dead_letter.history)
     ]
-
-
-def _unmasked_view_journal(request: HttpRequest, dead_letter: DeadLetter, now: datetime) -> None:
-    """Journal that this person saw the payload as sent, once an hour, as the flow page does.
-
-    The advisory lock makes two tabs opened at once journal one view, not two.
-    """
-    subject = f"dead_letter:{dead_letter.id}"
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(%s))",
-                [f"{UNMASKED_VIEW}|{request.user.pk}|{subject}"],
-            )
-        seen = JournalEntry.objects.filter(
-            action=UNMASKED_VIEW, subject=subject, actor_id=request.user.pk,
-            at__gt=now - UNMASKED_VIEW_EVERY,
-        ).exists()  # fmt: skip
-        if not seen:
-            journal_append(actor=request.user, action=UNMASKED_VIEW, subject=subject,
-                           details={"dead_letter": dead_letter.id}, request=request)  # fmt: skip

@@ -29,9 +29,7 @@ from replay.services import (
 )
 from replay.views.dead_letter import DryRun, detail_render, editable_text, verdict_words
 from replay.views.forms import CloseForm, DecisionForm, ReplayForm
-from tracing.flows.masking import (
-    DISPLAY_LIMIT,
-)
+from tracing.flows.masking import DISPLAY_LIMIT
 from tracing.ingest.models import DeadLetter
 
 BODY_KEYS = ("body", "body_encoding", "size", "sha256")

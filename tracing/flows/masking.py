@@ -173,13 +173,19 @@ def headers_shown(headers: dict[str, Any], *, unmasked: bool) -> dict[str, Any]:
 
 
 def payload_view_unmasked_journal(
-    *, user: User | AnonymousUser, correlation_id: str, request: HttpRequest, now: datetime
+    *,
+    user: User | AnonymousUser,
+    subject: str,
+    details: dict[str, Any],
+    request: HttpRequest,
+    now: datetime,
 ) -> bool:
-    """Journal that `user` saw this flow's payloads unmasked, unless already within the hour.
+    """Journal that `user` saw the payloads of `subject` (a flow, a dead letter) as sent,
+    unless already within the hour; True when a view was journaled.
 
     The advisory lock makes two tabs opened at once journal one view, not two.
     """
-    subject = f"flow:{correlation_id}"[:255]
+    subject = subject[:255]
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
@@ -195,10 +201,6 @@ def payload_view_unmasked_journal(
         if seen:
             return False
         journal_append(
-            actor=user,
-            action=UNMASKED_VIEW,
-            subject=subject,
-            details={"correlation_id": correlation_id},
-            request=request,
+            actor=user, action=UNMASKED_VIEW, subject=subject, details=details, request=request
         )
     return True

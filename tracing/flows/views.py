@@ -40,8 +40,9 @@ def flow_page(request: HtmxHttpRequest, correlation_id: str) -> HttpResponse:
     page.incidents = incidents_for_flow(correlation_id)
     if unmasked and page.payloads_shown:
         payload_view_unmasked_journal(
-            user=request.user, correlation_id=correlation_id, request=request, now=now
-        )
+            user=request.user, subject=f"flow:{correlation_id}",
+            details={"correlation_id": correlation_id}, request=request, now=now,
+        )  # fmt: skip
     if not polling:
         return render(request, "flows/flow.html", {"page": page})
     partial = render_to_string("flows/flow.html#flow", {"page": page}, request=request)
