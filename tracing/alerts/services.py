@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from django.db import transaction
 from django.utils import timezone
@@ -68,6 +70,16 @@ def alert_rule_delete(*, rule: AlertRule, actor: Actor, request: HttpRequest | N
         )
 
 
+def channel_target_journaled(channel: Channel) -> str:
+    """What the append-only journal keeps of a channel's target: a webhook URL often is its
+    own credential (Slack, Teams), so only its host and a digest to match it by."""
+    if channel.kind != Channel.Kind.WEBHOOK:
+        return channel.target
+    address = urlsplit(channel.target)
+    digest = hashlib.sha256(channel.target.encode()).hexdigest()
+    return f"{address.scheme}://{address.hostname}/… (sha256 {digest})"
+
+
 def channel_create(
     *, form: ChannelForm, actor: Actor, request: HttpRequest | None = None
 ) -> tuple[Channel, str]:
@@ -81,8 +93,8 @@ def channel_create(
         channel.save()
         journal_append(
             actor=actor, action="alert_channel.create", subject=f"alert_channel:{channel.pk}",
-            details={"name": channel.name, "kind": channel.kind, "target": channel.target,
-                     "secret_prefix": channel.secret_prefix},
+            details={"name": channel.name, "kind": channel.kind,
+                     "target": channel_target_journaled(channel), "secret_prefix": channel.secret_prefix},
             request=request,
         )  # fmt: skip
     return channel, secret
