@@ -7,11 +7,12 @@ hears once more ("resolved"). A silenced incident tells nobody until the silence
 
 from __future__ import annotations
 
+import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
 from tracing.alerts.channels import notification_body
@@ -26,6 +27,11 @@ from tracing.alerts.models import (
 )
 from tracing.flows.models import Owner
 
+logger = logging.getLogger(__name__)
+EVALUATION_LOCK = "tideline.alerts.evaluate"
+# Incident details that people add, kept when an evaluation refreshes the rest.
+KEPT_DETAILS = ("bulk_replay",)
+
 
 @dataclass
 class Evaluated:
@@ -33,16 +39,38 @@ class Evaluated:
     updated: int = 0
     resolved: int = 0
     notifications: int = 0
+    failed_rules: list[str] = field(default_factory=list)
+    skipped: bool = False  # another evaluation was running
 
 
 def evaluate(*, now: datetime) -> Evaluated:
-    """Evaluate every active rule at `now`; notifications are queued after each rule commits."""
+    """Evaluate every active rule at `now`; notifications are queued after each rule commits.
+
+    One evaluation at a time (two would open the same incident twice), and a rule that fails
+    is logged and passed over: one broken rule must not silence all the others.
+    """
     result = Evaluated()
-    for rule in AlertRule.objects.filter(is_active=True).prefetch_related("channels"):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [EVALUATION_LOCK])
+        if not cursor.fetchone()[0]:
+            result.skipped = True
+            return result
+        try:
+            for rule in AlertRule.objects.filter(is_active=True).prefetch_related("channels"):
+                _rule_evaluate(rule, now, result)
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [EVALUATION_LOCK])
+    return result
+
+
+def _rule_evaluate(rule: AlertRule, now: datetime, result: Evaluated) -> None:
+    try:
         found = findings(rule, now=now)
         with transaction.atomic():
             _reconcile(rule, found, now, result)
-    return result
+    except Exception:
+        logger.exception("alert rule %r could not be evaluated; the other rules go on", rule.name)
+        result.failed_rules.append(rule.name)
 
 
 def _reconcile(rule: AlertRule, found: list[Finding], now: datetime, result: Evaluated) -> None:
@@ -63,9 +91,11 @@ def _reconcile(rule: AlertRule, found: list[Finding], now: datetime, result: Eva
         if incident.state == Incident.State.OPEN and incident.notified_at is None:
             result.notifications += _tell(incident, Notification.Event.OPENED, finding.link, now)
     for incident in active.values():
+        was_ignored = incident.state == Incident.State.IGNORED
         _resolve(incident, now)
         result.resolved += 1
-        result.notifications += tell_resolved(incident, now)
+        if not was_ignored:
+            result.notifications += tell_resolved(incident, now)
 
 
 def _open(rule: AlertRule, finding: Finding, now: datetime) -> Incident:
@@ -83,7 +113,9 @@ def _update(incident: Incident, finding: Finding, now: datetime) -> None:
     )  # fmt: skip
     incident.peak_count = max(incident.peak_count, finding.count)
     incident.correlation_ids = finding.correlation_ids
-    incident.details = {**finding.details, "link": finding.link}
+    # What people added (the bulk replay they started from it) outlives each evaluation.
+    kept = {key: incident.details[key] for key in KEPT_DETAILS if key in incident.details}
+    incident.details = {**finding.details, "link": finding.link, **kept}
     incident.owner = finding.owner or incident.owner
     incident.updated_at = now
     incident.save()
@@ -125,7 +157,7 @@ def owner_channels(owner: Owner) -> list[Channel]:
     for kind, target in wanted:
         channel, made = Channel.objects.get_or_create(
             owner=owner, kind=kind,
-            defaults={"name": f"{owner.team} ({kind})", **target,
+            defaults={"name": _owner_channel_name(owner, kind), **target,
                       **({"secret": (secret := secret_new()), "secret_prefix": secret[:12]}
                          if kind == Channel.Kind.WEBHOOK else {})},
         )  # fmt: skip
@@ -135,6 +167,14 @@ def owner_channels(owner: Owner) -> list[Channel]:
         if channel.is_active:
             channels.append(channel)
     return channels
+
+
+def _owner_channel_name(owner: Owner, kind: str) -> str:
+    """ "Warehouse (email)", unless an admin already named a channel so (names are unique)."""
+    name = f"{owner.team} ({kind})"
+    if Channel.objects.filter(name=name).exists():
+        name = f"{owner.team} ({kind}, owner {owner.pk})"
+    return name
 
 
 def _tell(incident: Incident, event: str, link: str, now: datetime) -> int:
@@ -147,7 +187,8 @@ def _tell(incident: Incident, event: str, link: str, now: datetime) -> int:
 
 
 def tell_resolved(incident: Incident, now: datetime) -> int:
-    """Each channel that heard it open hears it resolved, unless someone chose to ignore it."""
+    """Each channel that heard it open hears it resolved (callers skip incidents someone
+    chose to ignore)."""
     if incident.notified_at is None or silenced(incident, now):
         return 0
     told = Channel.objects.filter(

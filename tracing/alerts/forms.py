@@ -22,12 +22,27 @@ NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# A rule or a silence longer than a year is a mistake; it also keeps dates and columns in range.
+DURATION_LIMIT_DAYS = 366
+
+
 def duration_seconds(text: str) -> int:
     """ "90s", "15m", "2h", "1d"; a bare number is minutes."""
     match = _DURATION.match(text)
     if not match:
         raise forms.ValidationError(f"{text!r} is not a duration such as 90s, 15m, 2h or 1d.")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > DURATION_LIMIT_DAYS * 86400:
+        raise forms.ValidationError(f"{text!r} is longer than {DURATION_LIMIT_DAYS} days.")
+    return seconds
+
+
+def duration_text(seconds: int) -> str:
+    """Seconds in the largest unit that holds them exactly: 5400 → "90m", 90 → "90s"."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 class AlertRuleForm(forms.ModelForm):
@@ -53,7 +68,7 @@ class AlertRuleForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.duration_seconds:
-            self.initial["duration"] = f"{self.instance.duration_seconds // 60}m"
+            self.initial["duration"] = duration_text(self.instance.duration_seconds)
 
     def clean_duration(self) -> int | None:
         text = self.cleaned_data.get("duration", "").strip()

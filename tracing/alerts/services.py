@@ -168,6 +168,7 @@ def incident_decide(
         incident = Incident.objects.select_for_update().select_related("rule").get(pk=incident_id)
         if incident.state not in DECISIONS[action]:
             raise IncidentRefused(f"This incident is {incident.state}; it cannot be {action}d now.")
+        was_ignored = incident.state == Incident.State.IGNORED
         if action == "acknowledge":
             incident.state, incident.acknowledged_by, incident.acknowledged_at = (
                 Incident.State.ACKNOWLEDGED, name, now,
@@ -178,7 +179,7 @@ def incident_decide(
             incident.state, incident.resolved_at = Incident.State.RESOLVED, now
         incident.updated_at = now
         incident.save()
-        if action == "resolve":
+        if action == "resolve" and not was_ignored:
             tell_resolved(incident, now)
         journal_append(
             actor=actor, action=f"alert_incident.{action}", subject=f"alert_incident:{incident.pk}",
@@ -186,6 +187,11 @@ def incident_decide(
             request=request,
         )  # fmt: skip
     return incident
+
+
+# Messages per second of a bulk replay started from an incident: the target has often only
+# just come back, and every dead letter at once could knock it over again.
+INCIDENT_REPLAY_RATE = 10
 
 
 def incident_bulk_replay(
@@ -200,7 +206,7 @@ def incident_bulk_replay(
     )
     try:
         job = bulk_replay_create(
-            selection=selection, rate_per_second=0, include_stale=False,
+            selection=selection, rate_per_second=INCIDENT_REPLAY_RATE, include_stale=False,
             reason=f"Alert incident {incident.pk}: {incident.summary}", actor=actor, now=now, request=request,
         )  # fmt: skip
     except ReplayRefused as refused:

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -24,6 +24,14 @@ from tracing.flows.expectations import duration_words
 
 PAGE_SIZE = 50
 STATES = ["active", "open", "acknowledged", "ignored", "resolved", "all"]
+
+
+def _posted_id(request: HttpRequest, field: str) -> int:
+    """The row a form names; anything but a number names no row (404, never a 500)."""
+    raw = request.POST.get(field, "")
+    if not (raw.isascii() and raw.isdigit()):
+        raise Http404(f"No {field} {raw!r}.")
+    return int(raw)
 
 
 def _may(request: HttpRequest, capability: Capability) -> bool:
@@ -149,7 +157,7 @@ def _channels_post(request: HttpRequest) -> tuple[bool, ChannelForm, WebhookHost
             messages.success(request, f"Channel {channel.name} made.")
             return True, ChannelForm(None), host_form, secret
     elif action in {"rotate", "enable", "disable"}:
-        channel = get_object_or_404(Channel, pk=request.POST.get("channel"))
+        channel = get_object_or_404(Channel, pk=_posted_id(request, "channel"))
         if action == "rotate":
             return (
                 True,
@@ -167,7 +175,7 @@ def _channels_post(request: HttpRequest) -> tuple[bool, ChannelForm, WebhookHost
             services.webhook_host_add(**host_form.cleaned_data, actor=actor, request=request)
             return True, form, WebhookHostForm(None), ""
     elif action == "host_remove":
-        host = get_object_or_404(WebhookHost, pk=request.POST.get("host"))
+        host = get_object_or_404(WebhookHost, pk=_posted_id(request, "host"))
         services.webhook_host_remove(host=host, actor=actor, request=request)
         return True, form, host_form, ""
     return False, form, host_form, ""
@@ -192,7 +200,7 @@ def silences_page(request: HttpRequest) -> HttpResponse:
 def silence_post(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     if request.POST.get("action") == "end":
-        silence = get_object_or_404(Silence, pk=request.POST.get("silence"))
+        silence = get_object_or_404(Silence, pk=_posted_id(request, "silence"))
         services.silence_end(silence=silence, actor=request.user, now=now, request=request)
         return redirect("alert-silences")
     form = SilenceForm(request.POST)

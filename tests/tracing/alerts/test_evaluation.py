@@ -17,9 +17,11 @@ from tests.tracing.seafood import Runtime, definitions_load
 from tracing.alerts.evaluation import evaluate
 from tracing.alerts.models import AlertRule, Channel, Incident, Notification
 from tracing.alerts.selectors import incidents_for_flow
+from tracing.alerts.services import incident_decide
 from tracing.flows.models import FlowDefinition
 from tracing.flows.services.missing import flows_missing_check
 from tracing.flows.services.summary import flows_mark_stalled, flows_summarize
+from tracing.ingest.models import DeadLetter
 
 pytestmark = pytest.mark.django_db
 Deliver = Callable[[datetime], int]
@@ -250,3 +252,46 @@ def test_a_ledger_that_no_longer_verifies_is_one_notification(
     assert [body["event"] for body in bodies] == ["opened"]
     assert "Ledger verification failed" in bodies[0]["summary"]
     assert "entry 3" in bodies[0]["summary"]
+
+
+def test_a_channel_named_like_an_owners_own_does_not_stop_the_alerting(
+    runtime: Runtime, smtp: Mailbox, receiver: Receiver, deliver_due: Deliver
+) -> None:
+    """An admin's channel "Quality (email)" once made every evaluation fail on the unique
+    name when the owner's own channel was first made: nobody heard of anything."""
+    webhook_channel(receiver, name="Quality (email)")
+    now = timezone.now()
+    runtime.dead_letter("QMS", now - timedelta(minutes=10), correlation="PO-1")
+    runtime.dead_letter("WMS", now - timedelta(minutes=10), correlation="PO-2")
+    rule("qms letters", "dead_letters", system="QMS", threshold=0)
+    rule("wms letters", "dead_letters", system="WMS", threshold=0)
+
+    result = evaluate(now=now)
+    deliver_due(now)
+
+    assert result.opened == 2 and not result.failed_rules
+    assert "quality@seafood.example" in [m["To"] for m in smtp.messages]
+    assert (
+        Channel.objects.filter(email="quality@seafood.example")
+        .get()
+        .name.startswith("Quality (email, owner")
+    )
+
+
+def test_an_ignored_incident_that_clears_tells_nobody(
+    runtime: Runtime, receiver: Receiver, deliver_due: Deliver
+) -> None:
+    now = timezone.now()
+    runtime.dead_letter("QMS", now - timedelta(minutes=10), correlation="PO-1")
+    rule("qms letters", "dead_letters", system="QMS", threshold=0, to_owner=False,
+         channels=(webhook_channel(receiver),))  # fmt: skip
+    check(now, deliver_due)
+    incident = Incident.objects.get()
+    incident_decide(incident_id=incident.pk, action="ignore", actor="bob", now=now)
+    DeadLetter.objects.update(state=DeadLetter.State.DISCARDED)
+
+    check(now + timedelta(minutes=5), deliver_due)
+
+    incident.refresh_from_db()
+    assert incident.state == "resolved"
+    assert [body["event"] for body in posted(receiver)] == ["opened"]

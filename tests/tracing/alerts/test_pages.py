@@ -51,6 +51,7 @@ def test_an_admin_makes_a_rule_and_the_change_is_journaled(client_as: ClientAs) 
         ({"kind": "dead_letters", "definition": "", "step": "", "system": "SAP"}, "system", "There is no system named 'SAP'."),
         ({"kind": "drift", "duration": ""}, "duration", "This kind of rule needs it."),
         ({"kind": "sender_silent", "duration": "soon"}, "duration", "'soon' is not a duration such as 90s, 15m, 2h or 1d."),
+        ({"kind": "sender_silent", "duration": "99999999d"}, "duration", "'99999999d' is longer than 366 days."),
     ],
 )  # fmt: skip
 def test_a_rule_that_refers_to_nothing_is_refused_and_nothing_is_saved(
@@ -135,7 +136,8 @@ def test_from_a_dead_letter_incident_an_operator_replays_exactly_those(
     later = Runtime.connected()
     later.dead_letter("QMS", timezone.now(), correlation="PO-late")  # after the incident saw them
 
-    response = client_as(Role.OPERATOR).post(f"/alerts/incidents/{incident.pk}/replay")
+    operator = client_as(Role.OPERATOR)
+    response = operator.post(f"/alerts/incidents/{incident.pk}/replay")
     assert response.status_code == 302
     job = BulkReplay.objects.get()
     assert job.matched == 3
@@ -143,10 +145,29 @@ def test_from_a_dead_letter_incident_an_operator_replays_exactly_those(
     late = DeadLetter.objects.get(correlation_id="PO-late")
     assert job.selection["up_to_id"] < late.pk
     assert JournalEntry.objects.filter(action="bulk_replay.create", actor="bob").exists()
+    assert job.rate_per_second == 10, "a target that just came back is not flooded"
+    evaluate(now=timezone.now())  # the incident is refreshed, its bulk replay stays on it
+    page = operator.get(f"/alerts/incidents/{incident.pk}").content.decode()
+    assert "Bulk replay" in page and str(job.pk) in page
+
+
+def test_a_rule_edited_keeps_its_duration_to_the_second(client_as: ClientAs) -> None:
+    admin = client_as(Role.ADMIN)
+    admin.post("/alerts/rules/new", {**RULE, "kind": "sender_silent", "definition": "",
+                                     "step": "", "duration": "90s"})  # fmt: skip
+    rule = AlertRule.objects.get()
+    form = admin.get(f"/alerts/rules/{rule.pk}").context["form"]
+    assert form.initial["duration"] == "90s" and rule.duration_seconds == 90
 
 
 def test_a_silence_is_journaled_with_its_reason(client_as: ClientAs) -> None:
-    response = client_as(Role.OPERATOR).post(
+    operator = client_as(Role.OPERATOR)
+    endless = operator.post("/alerts/silences/new", {"duration": "9999999d", "reason": "forever"})
+    assert endless.status_code == 400 and "longer than 366 days" in endless.content.decode()
+    assert (
+        operator.post("/alerts/silences/new", {"action": "end", "silence": "²"}).status_code == 404
+    )
+    response = operator.post(
         "/alerts/silences/new", {"duration": "2h", "reason": "QMS upgrade tonight"}
     )
     assert response.status_code == 302
