@@ -138,6 +138,11 @@ def ledger_checkpoint(*, now: datetime, force: bool = False) -> Checkpoint | Non
     return checkpoint
 
 
+WITNESS_LOCK = "tideline.ledger.witness"
+# A witness that does not answer a connection within 3 s is down for this run.
+WITNESS_TIMEOUT = httpx.Timeout(10, connect=3)
+
+
 def witness_targets() -> list[str]:
     return [
         target
@@ -149,9 +154,22 @@ def witness_targets() -> list[str]:
 def witness_publish(*, now: datetime) -> int:
     """Send every checkpoint not yet published to its witness target; returns how many went.
 
-    Outside any transaction: a slow webhook must not hold a database lock.
+    Outside any transaction: a slow webhook must not hold a database lock. One publisher at
+    a time (beat starts one every 30 s; a slow target must not make them pile up and keep
+    every worker busy), and a target that fails is not tried again in the same run.
     """
-    published = 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [WITNESS_LOCK])
+        if not cursor.fetchone()[0]:
+            return 0
+        try:
+            return _witness_publish_waiting(now)
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [WITNESS_LOCK])
+
+
+def _witness_publish_waiting(now: datetime) -> int:
+    published, down = 0, set()
     waiting = (
         WitnessPublication.objects.select_related("checkpoint")
         .exclude(status=WitnessPublication.Status.PUBLISHED)
@@ -159,9 +177,12 @@ def witness_publish(*, now: datetime) -> int:
         .order_by("id")[:100]
     )
     for publication in waiting:
+        if publication.target in down:
+            continue
         try:
             _publish(publication.target, publication.checkpoint)
         except (OSError, httpx.HTTPError) as error:
+            down.add(publication.target)
             WitnessPublication.objects.filter(pk=publication.pk).update(
                 status=WitnessPublication.Status.FAILED, attempts=publication.attempts + 1,
                 error=str(error)[:500],
@@ -178,7 +199,7 @@ def witness_publish(*, now: datetime) -> int:
 def _publish(target: str, checkpoint: Checkpoint) -> None:
     if target.startswith(("http://", "https://")):
         response = httpx.post(
-            target, content=checkpoint.note.encode(), timeout=10,
+            target, content=checkpoint.note.encode(), timeout=WITNESS_TIMEOUT,
             headers={"Content-Type": "text/plain; charset=utf-8"},
         )  # fmt: skip
         response.raise_for_status()

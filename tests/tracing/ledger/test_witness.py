@@ -3,6 +3,7 @@ webhook (a real HTTP receiver here), retried until it is taken."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,12 +11,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from console.services import journal_append
 from tracing.ledger.models import Checkpoint, WitnessPublication
 from tracing.ledger.note import checkpoint_body_parse, note_verify, verifier_key_parse
-from tracing.ledger.services import ledger_checkpoint, ledger_sequence, witness_publish
+from tracing.ledger.services import (
+    WITNESS_LOCK,
+    ledger_checkpoint,
+    ledger_sequence,
+    witness_publish,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -136,3 +143,30 @@ def test_an_unconfigured_witness_publishes_nothing(settings):
     signed_checkpoint()
     assert not WitnessPublication.objects.exists()
     assert witness_publish(now=timezone.now()) == 0
+
+
+def test_a_witness_that_is_down_is_tried_once_a_run_not_once_a_checkpoint(settings):
+    with socket.socket() as closed:  # a port nobody listens on: connection refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings.TIDELINE_WITNESS_URL = f"http://127.0.0.1:{port}/checkpoints"
+    for _ in range(3):
+        signed_checkpoint(actions=1)
+
+    assert witness_publish(now=timezone.now()) == 0
+
+    attempts = sorted(WitnessPublication.objects.values_list("attempts", flat=True))
+    assert attempts == [0, 0, 1]
+
+
+def test_one_publisher_at_a_time(settings, witness: Witness):
+    settings.TIDELINE_WITNESS_URL = witness.url
+    signed_checkpoint()
+    publisher = connections.create_connection("default")  # another worker, publishing
+    try:
+        with publisher.cursor() as other:
+            other.execute("SELECT pg_advisory_lock(hashtext(%s))", [WITNESS_LOCK])
+            assert witness_publish(now=timezone.now()) == 0 and not witness.received
+    finally:
+        publisher.close()
+    assert witness_publish(now=timezone.now()) == 1
