@@ -9,6 +9,7 @@ latest signed checkpoint: entries not yet signed cannot be proven and are left f
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from console.access import Capability, user_may
@@ -158,9 +160,10 @@ def ledger_export_run(
     export_dir = Path(settings.TIDELINE_EXPORT_DIR)
     target = destination or export_dir / f"ledger-export-{job.pk}-{job.begin}-{job.end}.zip"
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
+    # Its own partial file: a worker the sweeper gave up on may still be writing the old one.
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
     try:
-        size = bundle_write(job, partial, exported_at=now, progress=_progress_saver(job.pk))
+        size = bundle_write(job, partial, exported_at=now, progress=_progress_saver(job))
         partial.replace(target)  # whole or not at all, for the download link
     except Exception as error:
         partial.unlink(missing_ok=True)
@@ -170,20 +173,30 @@ def ledger_export_run(
     return _done(job, str(relative), size)
 
 
-def _progress_saver(job_id: int) -> Callable[[int], None]:
+def _this_run(job: ExportJob) -> QuerySet[ExportJob]:
+    """The job while this worker's claim holds: the sweeper re-queues a job whose heartbeat
+    stopped, and then only the worker that claimed it since may move it on."""
+    return ExportJob.objects.filter(
+        id=job.pk, state=ExportJob.State.RUNNING, started_at=job.started_at
+    )
+
+
+def _progress_saver(job: ExportJob) -> Callable[[int], None]:
     def saved(written: int) -> None:
-        ExportJob.objects.filter(id=job_id).update(written=written, heartbeat_at=timezone.now())
+        _this_run(job).update(written=written, heartbeat_at=timezone.now())
 
     return saved
 
 
 def _done(job: ExportJob, file: str, size: int) -> ExportJob:
     with transaction.atomic():
-        ExportJob.objects.filter(id=job.pk).update(
+        finished = _this_run(job).update(
             state=ExportJob.State.DONE, file=file, bytes=size, written=job.entries,
             finished_at=timezone.now(),
         )  # fmt: skip
         job.refresh_from_db()
+        if not finished:
+            return job
         journal_append(
             actor=job.requested_by or job.requested_by_name, action="ledger.export",
             subject=f"ledger_export:{job.pk}", details={**_journal_details(job), "bytes": size},
@@ -192,7 +205,7 @@ def _done(job: ExportJob, file: str, size: int) -> ExportJob:
 
 
 def _failed(job: ExportJob, error: str) -> ExportJob:
-    ExportJob.objects.filter(id=job.pk).update(
+    _this_run(job).update(
         state=ExportJob.State.FAILED, error=error[:2000], finished_at=timezone.now()
     )
     job.refresh_from_db()
