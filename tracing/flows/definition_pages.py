@@ -1,4 +1,5 @@
-"""Flow definitions in the console: admins see every definition, import YAML, export it.
+"""Flow definitions in the console: admins see every definition, import YAML, export it (alert
+rules included, under `alerts:`).
 
 The same import service as `manage.py flows import`: the whole file or nothing, every
 problem named by line and field.
@@ -24,7 +25,7 @@ class DefinitionsForm(forms.Form):
     document = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 18, "spellcheck": "false"}),
         required=False,
-        help_text="Owners, systems, calendars and flows in YAML, as `flows export` writes them.",
+        help_text="Owners, systems, calendars, flows and alerts in YAML, as `flows export` writes them.",
     )
     file = forms.FileField(required=False, help_text="Or upload a .yaml file.")
 
@@ -56,7 +57,17 @@ def flow_definitions(request: HttpRequest) -> HttpResponse:
             problems = [str(problem) for problem in invalid.problems]
         else:
             created = ", ".join(imported.created) or "nothing new"
-            messages.success(request, f"Imported: {created}. Unchanged: {len(imported.unchanged)}.")
+            rules = imported.rules
+            rules_words = (
+                f" Alert rules: {len(rules.created)} created, {len(rules.changed)} changed, "
+                f"{len(rules.unchanged)} unchanged."
+                if rules.created or rules.changed or rules.unchanged
+                else ""
+            )
+            messages.success(
+                request,
+                f"Imported: {created}. Unchanged: {len(imported.unchanged)}.{rules_words}",
+            )
             return redirect("flow-definitions")
     definitions = (
         FlowDefinition.objects.filter(is_current=True)
