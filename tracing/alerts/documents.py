@@ -116,7 +116,8 @@ def alert_rules_import(*, checker: Checker, document: Located, actor: Actor) -> 
         if not form.is_valid():
             for key, messages in form.errors.items():
                 for message in messages:
-                    checker.problem(entry, "" if key == NON_FIELD_ERRORS else key, path, message)
+                    where = "" if key == NON_FIELD_ERRORS else key
+                    checker.problem(entry, where, path, str(message))
         elif before == rule_facts_proposed(form):
             imported.unchanged.append(name)
         else:

@@ -16,7 +16,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 from tracing.flows.documents import DefinitionsInvalid
 from tracing.flows.expectations import duration_words
 from tracing.flows.models import FlowDefinition
-from tracing.flows.services import flow_definitions_export, flow_definitions_import
+from tracing.flows.services import (
+    ImportedDefinitions,
+    flow_definitions_export,
+    flow_definitions_import,
+)
 
 MAX_DOCUMENT_BYTES = 1_000_000
 
@@ -56,18 +60,7 @@ def flow_definitions(request: HttpRequest) -> HttpResponse:
         except DefinitionsInvalid as invalid:
             problems = [str(problem) for problem in invalid.problems]
         else:
-            created = ", ".join(imported.created) or "nothing new"
-            rules = imported.rules
-            rules_words = (
-                f" Alert rules: {len(rules.created)} created, {len(rules.changed)} changed, "
-                f"{len(rules.unchanged)} unchanged."
-                if rules.created or rules.changed or rules.unchanged
-                else ""
-            )
-            messages.success(
-                request,
-                f"Imported: {created}. Unchanged: {len(imported.unchanged)}.{rules_words}",
-            )
+            messages.success(request, _imported_words(imported))
             return redirect("flow-definitions")
     definitions = (
         FlowDefinition.objects.filter(is_current=True)
@@ -79,6 +72,18 @@ def flow_definitions(request: HttpRequest) -> HttpResponse:
     rows = [(definition, _schedule_words(definition)) for definition in definitions]
     context = {"form": form, "problems": problems, "rows": rows}
     return render(request, "flows/definitions.html", context, status=status)
+
+
+def _imported_words(imported: ImportedDefinitions) -> str:
+    created = ", ".join(imported.created) or "nothing new"
+    words = f"Imported: {created}. Unchanged: {len(imported.unchanged)}."
+    rules = imported.rules
+    if rules.created or rules.changed or rules.unchanged:
+        words += (
+            f" Alert rules: {len(rules.created)} created, {len(rules.changed)} changed, "
+            f"{len(rules.unchanged)} unchanged."
+        )
+    return words
 
 
 def _schedule_words(definition: FlowDefinition) -> str:
