@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +11,7 @@ from django.test import Client
 
 from console.access import Role
 from console.services import user_create
+from tests.receivers import Receiver, receiver_serving
 
 PASSWORD = "correct horse battery staple"
 NAMES = {Role.SUPPORT: "alice", Role.OPERATOR: "bob", Role.AUDITOR: "charlie", Role.ADMIN: "dana"}
@@ -77,3 +78,11 @@ def require_service(available: bool, missing: str) -> None:
     if os.environ.get("TIDELINE_REQUIRE_ALL_SERVICES"):
         pytest.fail(f"CI must provide this: {missing}")
     pytest.skip(missing)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP receiver (tests/receivers.py); the replay and alerts suites each put it on
+    their own allow-list."""
+    with receiver_serving() as target:
+        yield target

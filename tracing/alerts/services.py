@@ -31,12 +31,25 @@ class IncidentRefused(Exception):
         self.message = message
 
 
-def _rule_facts(rule: AlertRule) -> dict[str, Any]:
+def rule_facts(rule: AlertRule) -> dict[str, Any]:
     return {
         "kind": rule.kind, "definition": rule.definition, "system": rule.system, "step": rule.step,
         "to_step": rule.to_step, "sender": rule.sender, "threshold": rule.threshold,
         "duration_seconds": rule.duration_seconds, "to_owner": rule.to_owner,
         "channels": sorted(c.name for c in rule.channels.all()), "active": rule.is_active,
+    }  # fmt: skip
+
+
+def rule_facts_proposed(form: AlertRuleForm) -> dict[str, Any]:
+    """What a valid form would make of its rule, in rule_facts' words: an import leaves a rule
+    whose facts would not change alone, so importing the same file twice journals nothing."""
+    data = form.cleaned_data
+    return {
+        "kind": data["kind"], "definition": data["definition"], "system": data["system"],
+        "step": data["step"], "to_step": data["to_step"], "sender": data["sender"],
+        "threshold": data["threshold"], "duration_seconds": data["duration"],
+        "to_owner": data["to_owner"], "channels": sorted(c.name for c in data["channels"]),
+        "active": data["is_active"],
     }  # fmt: skip
 
 
@@ -54,7 +67,7 @@ def alert_rule_save(
         form.save_m2m()
         journal_append(
             actor=actor, action="alert_rule.create" if creating else "alert_rule.change",
-            subject=f"alert_rule:{rule.pk}", details={"name": rule.name, **_rule_facts(rule)},
+            subject=f"alert_rule:{rule.pk}", details={"name": rule.name, **rule_facts(rule)},
             request=request,
         )  # fmt: skip
     return rule
@@ -62,7 +75,7 @@ def alert_rule_save(
 
 def alert_rule_delete(*, rule: AlertRule, actor: Actor, request: HttpRequest | None = None) -> None:
     with transaction.atomic():
-        facts = {"name": rule.name, **_rule_facts(rule)}
+        facts = {"name": rule.name, **rule_facts(rule)}
         subject = f"alert_rule:{rule.pk}"
         rule.delete()
         journal_append(

@@ -1,4 +1,5 @@
-"""Flow definitions in the console: admins see every definition, import YAML, export it.
+"""Flow definitions in the console: admins see every definition, import YAML, export it (alert
+rules included, under `alerts:`).
 
 The same import service as `manage.py flows import`: the whole file or nothing, every
 problem named by line and field.
@@ -15,7 +16,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 from tracing.flows.documents import DefinitionsInvalid
 from tracing.flows.expectations import duration_words
 from tracing.flows.models import FlowDefinition
-from tracing.flows.services import flow_definitions_export, flow_definitions_import
+from tracing.flows.services import (
+    ImportedDefinitions,
+    flow_definitions_export,
+    flow_definitions_import,
+)
 
 MAX_DOCUMENT_BYTES = 1_000_000
 
@@ -24,7 +29,7 @@ class DefinitionsForm(forms.Form):
     document = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 18, "spellcheck": "false"}),
         required=False,
-        help_text="Owners, systems, calendars and flows in YAML, as `flows export` writes them.",
+        help_text="Owners, systems, calendars, flows and alerts in YAML, as `flows export` writes them.",
     )
     file = forms.FileField(required=False, help_text="Or upload a .yaml file.")
 
@@ -55,8 +60,7 @@ def flow_definitions(request: HttpRequest) -> HttpResponse:
         except DefinitionsInvalid as invalid:
             problems = [str(problem) for problem in invalid.problems]
         else:
-            created = ", ".join(imported.created) or "nothing new"
-            messages.success(request, f"Imported: {created}. Unchanged: {len(imported.unchanged)}.")
+            messages.success(request, _imported_words(imported))
             return redirect("flow-definitions")
     definitions = (
         FlowDefinition.objects.filter(is_current=True)
@@ -68,6 +72,18 @@ def flow_definitions(request: HttpRequest) -> HttpResponse:
     rows = [(definition, _schedule_words(definition)) for definition in definitions]
     context = {"form": form, "problems": problems, "rows": rows}
     return render(request, "flows/definitions.html", context, status=status)
+
+
+def _imported_words(imported: ImportedDefinitions) -> str:
+    created = ", ".join(imported.created) or "nothing new"
+    words = f"Imported: {created}. Unchanged: {len(imported.unchanged)}."
+    rules = imported.rules
+    if rules.created or rules.changed or rules.unchanged:
+        words += (
+            f" Alert rules: {len(rules.created)} created, {len(rules.changed)} changed, "
+            f"{len(rules.unchanged)} unchanged."
+        )
+    return words
 
 
 def _schedule_words(definition: FlowDefinition) -> str:

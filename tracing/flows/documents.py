@@ -82,7 +82,7 @@ class Checker:
 
     def problem(self, where: Any, key: str, path: str, message: str) -> None:
         line = where.lines.get(key, where.line) if isinstance(where, Located) else 0
-        self.problems.append(Problem(line, f"{path}.{key}" if key else path, message))
+        self.problems.append(Problem(line, _joined(path, key), message))
 
     def text(
         self,
@@ -127,10 +127,15 @@ class Checker:
         found = []
         for index, item in enumerate(value):
             if isinstance(item, Located):
-                found.append((f"{path}.{key}[{index}]", item))
+                found.append((f"{_joined(path, key)}[{index}]", item))
             else:
                 self.problem(where, key, path, f"entry {index} must be a mapping")
         return found
+
+
+def _joined(path: str, key: str) -> str:
+    """ "flows[0]" + "steps" → "flows[0].steps"; at the top of the file, the key alone."""
+    return f"{path}.{key}" if path and key else path or key
 
 
 def document_load(text: str) -> Located:
@@ -143,9 +148,23 @@ def document_load(text: str) -> Located:
         raise DefinitionsInvalid([Problem(line, "(file)", f"not valid YAML: {reason}")]) from None
     if not isinstance(document, Located):
         raise DefinitionsInvalid(
-            [Problem(1, "(file)", "must be a mapping with owners, systems, calendars and flows")]
+            [
+                Problem(
+                    1,
+                    "(file)",
+                    "must be a mapping with owners, systems, calendars, flows and alerts",
+                )
+            ]
         )
     return document
+
+
+def duration_text(seconds: int) -> str:
+    """900 → "15m": the largest unit that says it exactly, as people write it in the file."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def parse_calendar_days(checker: Checker, where: Located, path: str) -> list[int]:

@@ -1,15 +1,13 @@
-"""Alerts tests: a real SMTP server (aiosmtpd), a real webhook receiver, a real Celery worker."""
+"""Alerts tests: a real SMTP server (aiosmtpd), a real webhook receiver (the shared one of
+tests/receivers.py), a real Celery worker."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from tests.processes import celery_worker, free_port
+from tests.receivers import Receiver
 from tracing.alerts.delivery import notification_deliver, notifications_due
 
 
@@ -41,56 +40,12 @@ def smtp(settings: Any) -> Iterator[Mailbox]:
     controller.stop()
 
 
-@dataclass
-class Receiver:
-    """A webhook receiver: answers with `statuses` in turn (then 200), records every POST."""
-
-    url: str = ""
-    statuses: list[int] = field(default_factory=list)
-    posts: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def host(self) -> str:
-        return self.url.split("/")[2]
-
-    def wait_for(self, count: int, seconds: float = 30) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and len(self.posts) < count:
-            time.sleep(0.05)
-        return self.posts
-
-
-def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with receiver.lock:
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                receiver.posts.append(
-                    {"headers": dict(self.headers.items()), "body": body, "answered": status}
-                )
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    return Handler
-
-
 @pytest.fixture
-def receiver(settings: Any) -> Iterator[Receiver]:
-    target = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(target))
-    target.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/tideline"
-    settings.TIDELINE_ALERT_WEBHOOK_ALLOWED_HOSTS = [target.host]
+def receiver(receiver: Receiver, settings: Any) -> Receiver:
+    """The shared receiver (tests/receivers.py) as a webhook on the allow-list."""
+    settings.TIDELINE_ALERT_WEBHOOK_ALLOWED_HOSTS = [receiver.host]
     settings.TIDELINE_BASE_URL = "https://tideline.seafood.example"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield target
-    server.shutdown()
+    return receiver
 
 
 @pytest.fixture

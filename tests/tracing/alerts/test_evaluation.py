@@ -12,7 +12,8 @@ import pytest
 from django.utils import timezone
 
 from console.access import Role
-from tests.tracing.alerts.conftest import Mailbox, Receiver
+from tests.receivers import Receiver
+from tests.tracing.alerts.conftest import Mailbox
 from tests.tracing.seafood import Runtime, definitions_load
 from tracing.alerts.evaluation import evaluate
 from tracing.alerts.models import AlertRule, Channel, Incident, Notification
@@ -69,7 +70,7 @@ def check(now: datetime, deliver_due: Deliver) -> None:
 
 
 def posted(receiver: Receiver) -> list[dict[str, Any]]:
-    return [json.loads(post["body"]) for post in receiver.posts]
+    return [json.loads(post["body"]) for post in receiver.deliveries]
 
 
 def test_stock_sync_stopping_tells_each_channel_once_and_once_more_when_it_resumes(
@@ -82,7 +83,7 @@ def test_stock_sync_stopping_tells_each_channel_once_and_once_more_when_it_resum
     rule("stock export", "missing", definition="stock-sync", channels=(webhook_channel(receiver),))
 
     check(friday + timedelta(hours=22, minutes=34), deliver_due)
-    assert not smtp.messages and not receiver.posts, "within interval + grace: nobody is told"
+    assert not smtp.messages and not receiver.deliveries, "within interval + grace: nobody is told"
 
     check(friday + timedelta(hours=22, minutes=35), deliver_due)
     for minutes in range(36, 24 * 60, 97):  # all night: it grows, nobody is told again
@@ -209,7 +210,7 @@ def test_a_silenced_incident_tells_nobody_until_the_silence_ends(
     silence_create(rule=dead, subject="", seconds=3600, reason="QMS upgrade", actor="test", now=now)
     evaluate(now=now + timedelta(minutes=5))
     deliver_due(now + timedelta(minutes=5))
-    assert Incident.objects.get().notified_at is None and not receiver.posts
+    assert Incident.objects.get().notified_at is None and not receiver.deliveries
     evaluate(now=now + timedelta(minutes=61))
     deliver_due(now + timedelta(minutes=61))
     assert [body["event"] for body in posted(receiver)] == ["opened"]

@@ -13,7 +13,7 @@ from django.utils import timezone
 from console.access import Role
 from console.models import JournalEntry
 from replay.models import BulkReplay
-from tests.tracing.alerts.conftest import Receiver
+from tests.receivers import Receiver
 from tests.tracing.seafood import Runtime, definitions_load
 from tracing.alerts.evaluation import evaluate
 from tracing.alerts.models import AlertRule, Channel, Incident, Silence

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from tests.tracing.alerts.conftest import Receiver
+from tests.receivers import Receiver
 from tests.tracing.seafood import Runtime, definitions_load
 from tracing.alerts.evaluation import evaluate
 from tracing.alerts.models import AlertRule, Channel, DeliveryAttempt, Incident, Notification
@@ -72,7 +72,7 @@ def test_a_webhook_down_three_times_is_retried_until_delivered_with_one_delivery
     outcomes = list(DeliveryAttempt.objects.order_by("at").values_list("outcome", "status_code"))
     assert outcomes == [("failed", 503)] * 3 + [("delivered", 200)]
     time.sleep(1)
-    assert len(receiver.posts) == 4, "delivered: no more tries"
+    assert len(receiver.deliveries) == 4, "delivered: no more tries"
 
 
 def test_beat_runs_the_evaluation_in_a_worker(

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from django.db import transaction
 
 from console.services import journal_append
+from tracing.alerts.documents import (
+    ImportedRules,
+    alert_rules_check,
+    alert_rules_document,
+    alert_rules_import,
+    owner_channels_check,
+)
 from tracing.flows.documents import (
     SLUG,
     Checker,
@@ -19,6 +26,7 @@ from tracing.flows.documents import (
     check_payload_schema,
     check_timezone,
     document_load,
+    duration_text,
     occurrences,
     parse_calendar_days,
     parse_holidays,
@@ -35,6 +43,7 @@ if TYPE_CHECKING:
 class ImportedDefinitions:
     created: list[str]  # "order-to-invoice v2"
     unchanged: list[str]
+    rules: ImportedRules = field(default_factory=ImportedRules)
 
 
 def flow_definitions_import(*, text: str, actor: Actor) -> ImportedDefinitions:
@@ -45,6 +54,7 @@ def flow_definitions_import(*, text: str, actor: Actor) -> ImportedDefinitions:
     systems = _systems_check(checker, document, owners)
     calendars = _calendars_check(checker, document)
     flows = _flows_check(checker, document, owners, systems, calendars)
+    alert_rules_check(checker, document)
     if checker.problems:
         raise DefinitionsInvalid(checker.problems)
     with transaction.atomic():
@@ -56,13 +66,19 @@ def flow_definitions_import(*, text: str, actor: Actor) -> ImportedDefinitions:
             actor=actor, action="flow_definition.import", subject="flow_definitions",
             details={"created": result.created, "unchanged": result.unchanged},
         )  # fmt: skip
-    return result
+        # The rules last: they may watch a flow this file defines, and the rule form checks
+        # what is saved. A rule refused undoes the whole file.
+        rules = alert_rules_import(checker=checker, document=document, actor=actor)
+        if checker.problems:
+            raise DefinitionsInvalid(checker.problems)
+    return ImportedDefinitions(created=result.created, unchanged=result.unchanged, rules=rules)
 
 
 def _owners_check(checker: Checker, document: Located) -> set[str]:
     known = set(Owner.objects.values_list("team", flat=True))
     for path, owner in checker.items(document, "owners", ""):
         known.add(checker.text(owner, "team", path))
+        owner_channels_check(checker, owner, path)
     return known
 
 
@@ -285,7 +301,8 @@ def _flows_save(flows: list[dict[str, Any]], actor: Actor) -> ImportedDefinition
 
 
 def flow_definitions_export() -> str:
-    """The current definitions, their owners, systems and calendars, as an importable file."""
+    """The current definitions, their owners, systems, calendars and alert rules, as an
+    importable file."""
     document: dict[str, Any] = {
         "owners": [
             {"team": owner.team, "email": owner.email, "webhook": owner.webhook_url}
@@ -302,16 +319,9 @@ def flow_definitions_export() -> str:
             _flow_document(definition)
             for definition in FlowDefinition.objects.filter(is_current=True).order_by("name")
         ],
+        "alerts": alert_rules_document(),
     }
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-
-
-def _duration_text(seconds: int) -> str:
-    """900 → "15m": the largest unit that says it exactly, as people write it in the file."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _calendar_document(calendar: BusinessCalendar) -> dict[str, Any]:
@@ -331,16 +341,16 @@ def _flow_document(definition: FlowDefinition) -> dict[str, Any]:
     }  # fmt: skip
     if definition.kind == FlowDefinition.Kind.SCHEDULED:
         schedule = (
-            {"every": _duration_text(definition.every_seconds)}
+            {"every": duration_text(definition.every_seconds)}
             if definition.every_seconds
             else {"cron": definition.cron}
         )
-        document["schedule"] = {**schedule, "grace": _duration_text(definition.grace_seconds)}
+        document["schedule"] = {**schedule, "grace": duration_text(definition.grace_seconds)}
     if definition.volume:
         volume = definition.volume
         document["volume"] = {key: value for key, value in (
             ("at_least", volume["at_least"]), ("at_most", volume["at_most"]),
-            ("per", _duration_text(volume["per_seconds"])), ("calendar", volume["calendar"]),
+            ("per", duration_text(volume["per_seconds"])), ("calendar", volume["calendar"]),
             ("noun", volume.get("noun")),
         ) if value is not None}  # fmt: skip
     document["steps"] = [_step_document(step) for step in definition.steps.select_related("system")]
@@ -360,7 +370,7 @@ def _step_document(step: FlowStep) -> dict[str, Any]:
     }
     for key, value, default in (
         ("after", step.after, []), ("occurs", occurs, "1"),
-        ("deadline", _duration_text(step.deadline_seconds) if step.deadline_seconds else None, None),
+        ("deadline", duration_text(step.deadline_seconds) if step.deadline_seconds else None, None),
         ("deadline_from", step.deadline_from, "after"), ("optional", step.optional, False),
         ("payload_schema", step.payload_schema, None),
     ):  # fmt: skip

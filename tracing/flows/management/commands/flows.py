@@ -1,4 +1,5 @@
-"""`manage.py flows import FILE` and `flows export [--out FILE]`: flow definitions as YAML."""
+"""`manage.py flows import FILE` and `flows export [--out FILE]`: flow definitions and alert
+rules as YAML."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tracing.flows.services import flow_definitions_export, flow_definitions_imp
 
 
 class Command(BaseCommand):
-    help = "Import or export flow definitions, owners, systems and calendars as YAML."
+    help = "Import or export flow definitions, owners, systems, calendars and alert rules as YAML."
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True)
@@ -41,3 +42,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Imported {name}.")
         for name in imported.unchanged:
             self.stdout.write(f"Unchanged: {name}.")
+        rules = imported.rules
+        for verb, names in (("Created", rules.created), ("Changed", rules.changed)):
+            for name in names:
+                self.stdout.write(f"{verb} alert rule {name}.")
+        for name in rules.unchanged:
+            self.stdout.write(f"Unchanged: alert rule {name}.")
