@@ -11,6 +11,7 @@ from django.db import models
 from console.models import IngestToken
 from tracing.alerts.channels import webhook_url_problem
 from tracing.alerts.models import AlertRule, Channel
+from tracing.flows.documents import duration_text
 from tracing.flows.models import FlowDefinition, FlowStep, System
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d)?\s*$")
@@ -35,14 +36,6 @@ def duration_seconds(text: str) -> int:
     if seconds > DURATION_LIMIT_DAYS * 86400:
         raise forms.ValidationError(f"{text!r} is longer than {DURATION_LIMIT_DAYS} days.")
     return seconds
-
-
-def duration_text(seconds: int) -> str:
-    """Seconds in the largest unit that holds them exactly: 5400 → "90m", 90 → "90s"."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 class AlertRuleForm(forms.ModelForm):
