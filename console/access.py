@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -148,12 +149,19 @@ def roles_of(user: AbstractBaseUser | AnonymousUser) -> frozenset[Role]:
         return frozenset()
     cached = getattr(user, "_tideline_roles", None)
     if cached is None:
-        names = set(user.groups.values_list("name", flat=True))  # type: ignore[attr-defined]
-        cached = frozenset(role for role in Role if role.value in names)
-        if user.is_superuser:  # type: ignore[attr-defined]
-            cached |= {Role.ADMIN}
-        user._tideline_roles = cached  # type: ignore[attr-defined]
+        cached = roles_remember(user, user.groups.values_list("name", flat=True))  # type: ignore[attr-defined]
     return cached
+
+
+def roles_remember(user: AbstractBaseUser, group_names: Iterable[str]) -> frozenset[Role]:
+    """The user's roles from the names of their groups, kept on the user for this request
+    (a personal token's lookup reads the names in its own query: one round trip less)."""
+    names = set(group_names)
+    roles = frozenset(role for role in Role if role.value in names)
+    if user.is_superuser:  # type: ignore[attr-defined]
+        roles |= {Role.ADMIN}
+    user._tideline_roles = roles  # type: ignore[attr-defined]
+    return roles
 
 
 def capabilities_of(user: AbstractBaseUser | AnonymousUser) -> frozenset[Capability]:

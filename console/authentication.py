@@ -10,6 +10,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
+from console.access import roles_remember
 from console.models import ApiToken, IngestToken
 from console.selectors import api_token_find, ingest_token_find
 from console.services import API_TOKEN_KIND, INGEST_TOKEN_KIND, token_mark_used
@@ -33,6 +34,7 @@ class PersonalTokenAuthentication(BaseAuthentication):
         token = api_token_find(secret)
         if token is None or not token.user.is_active:
             raise AuthenticationFailed("Unknown or revoked token.")
+        roles_remember(token.user, token.group_names)  # type: ignore[attr-defined]
         token_mark_used(token, now=timezone.now())
         return token.user, token
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.contrib.postgres.aggregates import ArrayAgg
+from django.contrib.postgres.fields import ArrayField
+from django.db.models import CharField, Q, Value
 
 from console.models import ApiToken, IngestToken, JournalEntry
 from console.services import token_digest
@@ -15,8 +17,20 @@ LOGIN_THROTTLED = "login.throttled"
 
 
 def api_token_find(secret: str) -> ApiToken | None:
+    """The live token with its user, and the names of the user's groups as `group_names`:
+    one query for what every API request needs."""
     return (
-        ApiToken.objects.live().select_related("user").filter(digest=token_digest(secret)).first()
+        ApiToken.objects.live()
+        .select_related("user")
+        .annotate(
+            group_names=ArrayAgg(
+                "user__groups__name",
+                filter=Q(user__groups__isnull=False),
+                default=Value([], output_field=ArrayField(CharField())),
+            )
+        )
+        .filter(digest=token_digest(secret))
+        .first()
     )
 
 

@@ -81,20 +81,30 @@ class InclusionProofView(APIView):
     )
     def get(self, request: Request) -> Response:
         index = _number(request, "index")
-        latest = _latest_size()
-        size = _size_checked("size", _number(request, "size", default=latest if latest else -1))
-        if size < 0:
-            raise ValidationError({"size": "size is required: no checkpoint has been signed yet."})
-        if index >= size:
+        if request.query_params.get("size") in (None, ""):
+            latest = _latest_size()
+            if not latest:
+                raise ValidationError(
+                    {"size": "size is required: no checkpoint has been signed yet."}
+                )
+            size = latest
+        else:
+            size = _number(request, "size")
+        proof = selectors.inclusion_at(index, size)
+        if size > proof.tree_size:
+            raise ValidationError(
+                {"size": f"size {size} is beyond the log's size, {proof.tree_size}."}
+            )
+        if proof.path is None:
             raise ValidationError({"index": f"index {index} is not in a tree of size {size}."})
-        entry = selectors.entry_at(index)
+        entry = proof.entry
         return Response(
             {
                 "index": index,
                 "size": size,
                 "entry": entry[0].decode() if entry else None,
                 "leaf_hash": _b64(entry[1]) if entry else None,
-                "path": [_b64(digest) for digest in selectors.inclusion_proof(index, size)],
+                "path": [_b64(digest) for digest in proof.path],
             }
         )
 

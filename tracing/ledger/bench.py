@@ -105,19 +105,29 @@ FROM generate_series(%(first)s, %(last)s) AS g
 """
 
 
-def records_queue(count: int, *, now: datetime) -> None:
-    """`count` audit records over the last hour, queued for the ledger by its trigger."""
+def records_queue(count: int, *, now: datetime, after: datetime | None = None) -> None:
+    """`count` audit records over the last hour (or, given `after`, from just after it to
+    five minutes ago), queued for the ledger by its trigger."""
     partitions_ensure_all(now=now)
     run = f"bl-{secrets.token_hex(4)}"
-    step = timedelta(hours=1) // timedelta(microseconds=1) // max(count, 1)  # microseconds
+    start, end = now - timedelta(hours=1, minutes=5), now - timedelta(minutes=5)
+    if after is not None:
+        start = max(start, after + timedelta(microseconds=1))
+    step = max((end - start) // timedelta(microseconds=1) // max(count, 1), 1)  # microseconds
     with connection.cursor() as cursor:
         for first in range(0, count, RECORDS_PER_STATEMENT):
             last = min(first + RECORDS_PER_STATEMENT, count) - 1
             cursor.execute(
                 RECORDS_SQL,
-                {"sender": SENDER, "run": run, "start": now - timedelta(hours=1, minutes=5),
-                 "step": step, "first": first, "last": last},
+                {"sender": SENDER, "run": run, "start": start, "step": step, "first": first,
+                 "last": last},
             )  # fmt: skip
+
+
+def latest_time() -> datetime | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT max(at) FROM ledger_entry")
+        return cursor.fetchone()[0]
 
 
 def log_ensure(entries: int, *, report: Report) -> None:
@@ -139,8 +149,11 @@ def log_ensure(entries: int, *, report: Report) -> None:
 
 def sequencer_rate(count: int) -> tuple[float, float]:
     """(entries/s, this process's CPU seconds per 100,000 entries): the second says what
-    Python needs, apart from PostgreSQL and from the other work on the machine."""
-    records_queue(count, now=timezone.now())
+    Python needs, apart from PostgreSQL and from the other work on the machine.
+
+    The records fall after every time logged so far, so that a time range can choose them
+    alone for the export (entries' times only rise from here on)."""
+    records_queue(count, now=timezone.now(), after=latest_time())
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE ledger_pendingentry")
     started, cpu = time.perf_counter(), time.process_time()
@@ -256,14 +269,16 @@ def export_available() -> bool:
     )
 
 
-def export_and_verify(entries: int, *, report: Report) -> tuple[float, float] | None:
-    """(export seconds, verify.py seconds) for a time range of about `entries` entries."""
+def export_and_verify(entries: int, *, report: Report) -> tuple[float, float, int] | None:
+    """(export seconds, verify.py seconds, entries exported) for the time range of the last
+    `entries` entries (the bundle holds every entry between the first and the last in it)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT max(index) FROM ledger_entry")
         last = int(cursor.fetchone()[0])
         first = max(0, last + 1 - entries)
         cursor.execute("SELECT min(at), max(at) FROM ledger_entry WHERE index >= %s", [first])
-        since, until = cursor.fetchone()
+        since, latest = cursor.fetchone()
+    until = latest + timedelta(microseconds=1)  # --until is exclusive
     with tempfile.TemporaryDirectory(prefix="tideline-bench-export-") as folder:
         bundle = Path(folder) / "bundle.zip"
         started = time.perf_counter()
@@ -279,8 +294,11 @@ def export_and_verify(entries: int, *, report: Report) -> tuple[float, float] | 
             capture_output=True, text=True, cwd=folder, check=False,
         )  # fmt: skip
         verified = time.perf_counter() - started
-    report(f"   verify.py said: {(checked.stdout or checked.stderr).strip()[:200]}")
-    return (exported, verified) if checked.returncode == 0 else None
+    said = (checked.stdout or checked.stderr).strip()
+    report(f"   verify.py said: {said[:200]}")
+    if checked.returncode != 0:
+        return None
+    return exported, verified, int(said.removeprefix("OK: ").split(" ", 1)[0])
 
 
 def export_figures(entries: int, *, report: Report) -> dict[str, float]:
@@ -295,8 +313,8 @@ def export_figures(entries: int, *, report: Report) -> dict[str, float]:
     if timed is None:
         report("export: verify.py did not accept the bundle")
         return {}
-    exported, verified = timed
-    report(f"export of ~{entries:,} entries: {exported:.1f} s  {_verdict('export s', exported)}; "
+    exported, verified, count = timed
+    report(f"export of {count:,} entries: {exported:.1f} s  {_verdict('export s', exported)}; "
            f"verify.py: {verified:.1f} s  {_verdict('verify.py s', verified)}")  # fmt: skip
     return {"export s": exported, "verify.py s": verified}
 

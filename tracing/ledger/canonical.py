@@ -89,3 +89,39 @@ def canonical_entry(entry: dict[str, Any]) -> bytes:
     tests/tracing/ledger/test_canonical.py holds this path to canonical() byte for byte.
     """
     return _ENTRY_ENCODER.encode(entry)
+
+
+# Entries built by PostgreSQL. Its to_json(text) escapes exactly as JCS does (\" \\ \b \f \n
+# \r \t, other control characters as lowercase \u00xx, nothing else) and a text column is
+# always valid UTF-8, so objects of fixed ASCII keys, strings and integers need only their
+# keys put in order — done here, once, when the SQL is written.
+# tests/tracing/ledger/test_sequencer.py holds these to canonical() byte for byte.
+
+
+def jcs_value_sql(expression: str, *, plain: bool = False, integer: bool = False) -> str:
+    """SQL for the JSON text of a string column, null when it is NULL. `plain`: a string that
+    needs no escaping (hex, a formatted time): quoted as it is, without to_json's cost.
+    `integer`: a safe integer."""
+    if integer:
+        return f"coalesce(({expression})::bigint::text, 'null')"
+    if plain:
+        return f"""coalesce('"' || ({expression}) || '"', 'null')"""
+    return f"coalesce(to_json(({expression})::text)::text, 'null')"
+
+
+def jcs_object_sql(members: dict[str, str], optional: dict[str, str] | None = None) -> str:
+    """SQL for the JCS text of an object: `members` maps keys to SQL giving JSON text;
+    `optional` maps keys to SQL giving a plain string (one that needs no escaping) that is
+    left out, key and all, when NULL."""
+    optional = optional or {}
+    keys = sorted([*members, *optional])
+    if any(not key.isascii() for key in keys) or keys[0] in optional:
+        raise ValueError("keys must be ASCII and the first one always present")
+    parts = []
+    for number, key in enumerate(keys):
+        comma = "," if number else ""
+        if key in optional:
+            parts.append(f"""coalesce('{comma}"{key}":"' || ({optional[key]}) || '"', '')""")
+        else:
+            parts.append(f"""'{comma}"{key}":' || {members[key]}""")
+    return "'{' || " + " || ".join(parts) + " || '}'"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
@@ -72,11 +73,68 @@ def root_at_in(cursor: Any, size: int) -> bytes:
     return merkle.range_hash((0, size), _lookup(cursor, prefix)) if size else merkle.EMPTY_ROOT
 
 
-def inclusion_proof(index: int, size: int) -> list[bytes]:
-    ranges = merkle.inclusion_ranges(index, size)
+@dataclass(frozen=True)
+class Inclusion:
+    tree_size: int  # the log's size now
+    entry: tuple[bytes, bytes] | None  # (canonical bytes, leaf hash) at the index asked
+    path: list[bytes] | None  # PATH(index, D[size]); None when index or size is out of range
+
+
+# The log's size, the entry and every subtree the proof needs: one statement (the API's hot
+# path: a round trip costs more than the reading), one snapshot.
+INCLUSION_SQL = """
+SELECT -2, (SELECT index FROM ledger_entry ORDER BY index DESC LIMIT 1), NULL, NULL
+UNION ALL
+SELECT -1, index, body, leaf_hash FROM ledger_entry WHERE index = %s
+UNION ALL
+SELECT 0, index, NULL, leaf_hash FROM ledger_entry WHERE index = ANY(%s::bigint[])
+UNION ALL
+SELECT n.level, n.index, NULL, n.hash FROM ledger_node n
+JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, index)
+ON n.level = w.level AND n.index = w.index
+"""
+
+
+def inclusion_at(index: int, size: int) -> Inclusion:
+    """The entry at `index` and its inclusion proof in the tree of `size`, if the log holds
+    that tree. MissingNode when a subtree the log should hold is not stored."""
+    ranges = merkle.inclusion_ranges(index, size) if 0 <= index < size else []
+    wanted = merkle.pieces_needed(ranges)
+    leaves = [i for level, i in wanted if level == 0]
+    nodes = [(level, i) for level, i in wanted if level > 0]
     with connection.cursor() as cursor:
-        lookup = _lookup(cursor, ranges)
-    return [merkle.range_hash(leaves, lookup) for leaves in ranges]
+        cursor.execute(
+            INCLUSION_SQL,
+            [
+                index,
+                _literal(leaves),
+                _literal(lv for lv, _ in nodes),
+                _literal(i for _, i in nodes),
+            ],
+        )
+        rows = cursor.fetchall()
+    last, entry, found = -1, None, {}
+    for level, position, body, digest in rows:
+        if level == -2:
+            last = -1 if position is None else position
+        elif level == -1:
+            entry = (bytes(body), bytes(digest))
+        else:
+            found[(level, position)] = bytes(digest)
+    if not ranges or size > last + 1:
+        return Inclusion(last + 1, entry, None)
+
+    def lookup(piece: Piece) -> bytes:
+        try:
+            return found[piece]
+        except KeyError:
+            raise MissingNode(f"subtree {piece} is not stored") from None
+
+    return Inclusion(last + 1, entry, [merkle.range_hash(leaves, lookup) for leaves in ranges])
+
+
+def _literal(numbers: Iterable[int]) -> str:
+    return "{" + ",".join(map(str, numbers)) + "}"
 
 
 def consistency_proof(first: int, second: int) -> list[bytes]:
@@ -98,14 +156,6 @@ def range_proof(begin: int, end: int, size: int) -> dict[str, Any]:
         }  # fmt: skip
     except KeyError as missing:
         raise MissingNode(f"subtree {missing} is not stored") from None
-
-
-def entry_at(index: int) -> tuple[bytes, bytes] | None:
-    """(canonical bytes, leaf hash) of the entry at index."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT body, leaf_hash FROM ledger_entry WHERE index = %s", [index])
-        row = cursor.fetchone()
-    return (bytes(row[0]), bytes(row[1])) if row else None
 
 
 def checkpoint_latest() -> Checkpoint | None:

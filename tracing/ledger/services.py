@@ -20,8 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from tracing.ledger import merkle
-from tracing.ledger.canonical import canonical_entry
-from tracing.ledger.entries import PENDING_SQL, BuiltEntry, entries_built
+from tracing.ledger.entries import PENDING_SQL, BuiltEntry, entries_built, ids_literal
 from tracing.ledger.models import Checkpoint, VerificationRun, WitnessPublication
 from tracing.ledger.note import VerifierKey, checkpoint_body, verifier_key_parse
 from tracing.ledger.selectors import piece_hashes, root_at_in, tree_size_in
@@ -82,7 +81,8 @@ def _sequence_batch(*, now: datetime, limit: int) -> tuple[int | None, int]:
         nodes = _entries_append(cursor, compact, built, now=now)
         _copy_binary(cursor, "ledger_node", ("level", "index", "hash"), NODE_TYPES, nodes)
         cursor.execute(
-            "DELETE FROM ledger_pendingentry WHERE id = ANY(%s)", [[row[0] for row in pending]]
+            "DELETE FROM ledger_pendingentry WHERE id = ANY(%s::bigint[])",
+            [ids_literal(row[0] for row in pending)],
         )
     return len(built), size + len(built)
 
@@ -98,7 +98,7 @@ def _entries_append(
     with cursor.cursor.copy(statement) as copy:
         copy.set_types(list(ENTRY_TYPES))
         for index, entry in enumerate(built, start=compact.end):
-            body = canonical_entry(entry.content)
+            body = entry.body
             leaf = sha256(b"\x00" + body).digest()  # merkle.leaf_hash, inlined: the hot loop
             nodes.extend(append(leaf))
             copy.write_row((index, body, leaf, entry.kind, entry.source_id, parse(entry.at),

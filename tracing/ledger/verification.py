@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
+from psycopg import sql
 
 from tracing.ledger import merkle
 from tracing.ledger.models import Checkpoint
@@ -51,7 +52,7 @@ def ledger_tree_verify(*, key: VerifierKey, start: Checkpoint | None = None) -> 
         with transaction.atomic(), connection.cursor() as cursor:
             if outermost:  # one snapshot: the sequencer may append while this runs
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            _verify(cursor, key, start, result)
+            _verify(cursor, key, start, result, two_connections=outermost)
     except Mismatch as mismatch:
         result.problem = str(mismatch)
         return result
@@ -59,7 +60,14 @@ def ledger_tree_verify(*, key: VerifierKey, start: Checkpoint | None = None) -> 
     return result
 
 
-def _verify(cursor: Any, key: VerifierKey, start: Checkpoint | None, result: Verified) -> None:
+def _verify(
+    cursor: Any,
+    key: VerifierKey,
+    start: Checkpoint | None,
+    result: Verified,
+    *,
+    two_connections: bool,
+) -> None:
     checkpoints = list(Checkpoint.objects.order_by("size", "id"))
     for checkpoint in checkpoints:
         _signature_check(checkpoint, key)
@@ -67,7 +75,8 @@ def _verify(cursor: Any, key: VerifierKey, start: Checkpoint | None, result: Ver
     pending = [c for c in checkpoints if c.size >= compact.end]
     pending = _checkpoints_at(compact, pending, result)
     # Closed here, inside the transaction, even when a Mismatch stops the reading.
-    with contextlib.closing(_entry_chunks(cursor, compact.end)) as chunks:
+    chunks_of = _entry_chunks_beside if two_connections else _entry_chunks
+    with contextlib.closing(chunks_of(cursor, compact.end)) as chunks:
         for begin, rows in chunks:
             grown = _chunk_fast(cursor, compact, rows, pending, result)
             if grown is not None:
@@ -85,6 +94,7 @@ def _verify(cursor: Any, key: VerifierKey, start: Checkpoint | None, result: Ver
 
 
 Row = tuple[int, bytes, bytes]
+ENTRIES_SQL = "SELECT index, body, leaf_hash FROM ledger_entry WHERE index >= %s ORDER BY index"
 
 
 def _chunk_checked(
@@ -228,11 +238,27 @@ def _entry_chunks(cursor: Any, begin: int) -> Generator[tuple[int, list[Row]], N
     twice its size), up to the next multiple of CHUNK at a time so that later chunks align.
     Rows are (index, body, stored leaf hash)."""
     with cursor.connection.connection.cursor(name="ledger_verify", binary=True) as entries:
-        entries.execute(
-            "SELECT index, body, leaf_hash FROM ledger_entry WHERE index >= %s ORDER BY index",
-            [begin],
-        )
+        entries.execute(ENTRIES_SQL, [begin])
         yield from _read_ahead(entries.fetchmany, begin)
+
+
+def _entry_chunks_beside(cursor: Any, begin: int) -> Generator[tuple[int, list[Row]], None, None]:
+    """_entry_chunks, streamed on a second connection that sees exactly this transaction's
+    snapshot: PostgreSQL then reads the entries in one process while this connection reads
+    the stored subtrees in another. Only for a transaction of its own (a snapshot shows
+    other connections nothing this transaction wrote)."""
+    cursor.execute("SELECT pg_export_snapshot()")
+    snapshot = cursor.fetchone()[0]
+    other = connection.get_new_connection(connection.get_connection_params())
+    try:
+        other.autocommit = True  # the transaction is begun here, with the snapshot
+        other.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        with other.cursor(name="ledger_verify", binary=True) as entries:
+            entries.execute(ENTRIES_SQL, [begin])
+            yield from _read_ahead(entries.fetchmany, begin)
+    finally:
+        other.close()
 
 
 def _read_ahead(fetch: Callable[[int], list[Row]], begin: int) -> Iterator[tuple[int, list[Row]]]:

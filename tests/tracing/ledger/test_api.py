@@ -56,6 +56,11 @@ def test_inclusion_and_consistency_proofs_verify_against_checkpoints(auditor) ->
         assert base64.b64encode(leaf).decode() == proof["leaf_hash"]
         path = [b64(h) for h in proof["path"]]
         assert merkle.inclusion_verify(leaf, index, 15, path, b64(second["root"]))
+    # Against the tree the auditor held before: the older checkpoint's root.
+    proof = auditor.get("/api/v1/ledger/proof/inclusion?index=13&size=14").json()
+    leaf = merkle.leaf_hash(proof["entry"].encode())
+    path = [b64(h) for h in proof["path"]]
+    assert merkle.inclusion_verify(leaf, 13, 14, path, b64(first["root"]))
     proof = auditor.get("/api/v1/ledger/proof/consistency?from=14&to=15").json()
     path = [b64(h) for h in proof["path"]]
     assert merkle.consistency_verify(14, 15, b64(first["root"]), b64(second["root"]), path)

@@ -31,3 +31,13 @@ def test_generated_records_are_logged_like_ingested_ones() -> None:
     assert len(records) == 12 and {r["actor"] for r in records} == {bench.SENDER}
     assert sum("error" in r["digests"] for r in records) == 1  # every 50th fails, from 0
     assert ledger_verify(now=timezone.now(), full=True).ok
+
+
+def test_the_sequencers_records_come_after_every_logged_time_so_a_range_holds_them_alone() -> None:
+    bench.records_queue(12, now=timezone.now())
+    ledger_sequence(now=timezone.now())
+    before = bench.latest_time()
+    bench.records_queue(5, now=timezone.now(), after=before)
+    ledger_sequence(now=timezone.now())
+    assert Entry.objects.filter(at__gt=before).count() == 5
+    assert Entry.objects.filter(index__gte=12, at__lte=before).count() == 0

@@ -137,3 +137,32 @@ def test_what_the_sequencer_stores_is_exactly_canonical_with_its_times_in_utc(
         assert content["at"] == rfc3339(entry.at)
     assert json.loads(bytes(stored[1].body))["at"] == utc.strftime("%Y-%m-%dT%H:%M:%S.123456Z")
     assert json.loads(bytes(stored[1].body))["step"] == tricky
+
+
+def test_records_built_by_postgresql_are_canonical_with_any_character(runtime: Client) -> None:
+    """PostgreSQL writes a record's entry: every character a text column can hold, in every
+    text the entry carries, must come out as canonical() writes it, and say what was sent."""
+    specials = "".join(chr(c) for c in (*range(1, 0x20), 0x22, 0x2F, 0x5C, 0x7F, 0x80, 0x9F,
+                                        0xA0, 0xE9, 0x2028, 0x2029, 0xD7FF, 0xE000, 0xFEFF,
+                                        0xFFFD, 0xFFFF, 0x1F41F, 0x10FFFF))  # fmt: skip
+    texts = ("system", "step", "message_id", "correlation_id")
+    sent = [
+        a_record(f"r-{n}{specials[n::7]}", **{field: f"{field}{specials[n::3]}" for field in texts})
+        for n in range(5)
+    ]
+    sent.append(a_record("r-bare", payload=None, event="failed", error="x", message_id=None))
+    response = runtime.post("/ingest/v1/records", json.dumps(sent), content_type="application/json")
+    assert response.status_code == 200, response.content
+    ledger_sequence(now=timezone.now())
+    stored = [e for e in Entry.objects.order_by("index") if e.kind == "record"]
+    assert len(stored) == len(sent)
+    for entry, record in zip(stored, sent, strict=True):
+        content = json.loads(bytes(entry.body))
+        assert bytes(entry.body) == canonical(content)
+        assert content["record_id"] == record["record_id"]
+        assert content["action"] == record["event"]
+        assert all(content[field] == record[field] for field in texts)
+        assert (entry.system, entry.correlation_id) == (record["system"], record["correlation_id"])
+    assert set(json.loads(bytes(stored[-1].body))["digests"]) == {
+        "raw_body", "business_keys", "headers", "error",
+    }  # fmt: skip
