@@ -29,7 +29,7 @@ def _number(request: Request, name: str, *, default: int | None = None) -> int:
         if default is None:
             raise ValidationError({name: f"{name} is required (a whole number from 0)."})
         return default
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²" is a digit to isdigit
         raise ValidationError({name: f"{name} must be a whole number from 0; got {raw[:40]!r}."})
     return int(raw)
 

@@ -71,6 +71,7 @@ def test_inclusion_and_consistency_proofs_verify_against_checkpoints(auditor) ->
     [
         ("proof/inclusion", "index"),
         ("proof/inclusion?index=abc", "index"),
+        ("proof/inclusion?index=%C2%B2", "index"),  # "²": a digit to str.isdigit, not to int()
         ("proof/inclusion?index=-1", "index"),
         ("proof/inclusion?index=14", "index"),
         ("proof/inclusion?index=1&size=999", "size"),
