@@ -20,7 +20,7 @@ from replay.models import BulkReplay, ReplayAttempt
 from replay.sending import (
     REQUEUED,
     _claim,
-    _send_begins,
+    _sends_begin,
     replay_send_group,
     replays_unstarted_requeue,
 )
@@ -322,9 +322,9 @@ def test_a_run_whose_claim_was_returned_to_the_queue_no_longer_begins_its_send(
     now = timezone.now()
     new_lease = now + timedelta(minutes=1)
     assert _claim([str(attempt.id)], new_lease, now) == {str(attempt.id)}
-    assert not _send_begins(str(attempt.id), stalled_lease, now)
-    assert _send_begins(str(attempt.id), new_lease, now)
-    assert not _send_begins(str(attempt.id), new_lease, now), "a send begins once"
+    assert _sends_begin([str(attempt.id)], stalled_lease, now) == set()
+    assert _sends_begin([str(attempt.id)], new_lease, now) == {str(attempt.id)}
+    assert _sends_begin([str(attempt.id)], new_lease, now) == set(), "a send begins once"
 
 
 def test_a_send_that_never_began_in_a_job_cancelled_meanwhile_is_cancelled_not_sent(
