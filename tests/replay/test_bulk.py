@@ -26,7 +26,7 @@ from replay.sending import (
 )
 from replay.services import ReplayOrder, attempt_new, replays_sweep
 from tests.replay.conftest import Receiver
-from tests.replay.world import dead_letter, deduplicating, replay, wait_until
+from tests.replay.world import dead_letter, deduplicating, job_when_done, replay, wait_until
 from tracing.ingest.models import DeadLetter
 
 
@@ -45,13 +45,6 @@ def night_of_503s(sender: httpx.Client, receiver: Receiver, count: int) -> list[
 
 def start(client: httpx.Client, **fields: Any) -> httpx.Response:
     return client.post("/api/v1/bulk-replays", json={"system": "WMS", "error": "503", **fields})
-
-
-def job_when_done(client: httpx.Client, job_id: str, seconds: float = 90) -> dict[str, Any]:
-    wait_until(
-        lambda: client.get(f"/api/v1/bulk-replays/{job_id}").json()["state"] == "done", seconds
-    )
-    return client.get(f"/api/v1/bulk-replays/{job_id}").json()
 
 
 def test_a_preview_counts_what_matches_and_what_would_be_skipped(
