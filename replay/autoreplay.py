@@ -27,8 +27,7 @@ from replay import transports
 from replay.bulk import Selection, bulk_replay_create, dead_letters_selected
 from replay.models import AutoReplayRule, BulkReplay, Destination, ReplayAttempt
 from replay.safety import address_allowed
-from replay.services import ReplayRefused
-from replay.services import _broker_url as broker_url
+from replay.services import ReplayRefused, broker_url
 from replay.transports.common import in_words
 
 if TYPE_CHECKING:
