@@ -218,7 +218,12 @@ class _Group:
         not confirmed, it is the one refused; otherwise which one is not said."""
         closed = self.closed
         assert closed is not None
-        unconfirmed = [m for m, number in self.numbers.items() if number in self.confirms.waiting]
+        returned = self.confirms.returned
+        unconfirmed = [
+            m
+            for m, number in self.numbers.items()
+            if number in self.confirms.waiting and self.deliveries[m].attempt_id not in returned
+        ]
         if closed.method_sig == _BASIC_PUBLISH and unconfirmed == [n]:
             return self._refusal(n, closed)
         return Outcome(
