@@ -33,8 +33,7 @@ from replay.models import (
     ReplayAttempt,
 )
 from replay.safety import address_allowed
-from replay.services import ReplayRefused
-from replay.services import _broker_url as broker_url
+from replay.services import ReplayRefused, broker_url
 from replay.transports.common import in_words
 
 if TYPE_CHECKING:

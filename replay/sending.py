@@ -2,11 +2,15 @@
 
 A group is claimed with one conditional update (`... WHERE id = ANY(...) AND state =
 'queued' RETURNING id`): only the rows it returns are sent, so a task run twice, or alongside
-the sweeper, sends nothing twice. Each message's send then begins with its own small
-conditional update that sets `sent_at`, committed before a byte leaves: a worker killed
-mid-group leaves the messages it never began with `sent_at` NULL, and the sweeper returns
-those to the queue (`replays_unstarted_requeue`); only the one whose send began may have
-arrived and becomes in doubt. That is the one round trip per message this module keeps.
+the sweeper, sends nothing twice. A send then begins with a small conditional update that
+sets `sent_at`, committed before a byte leaves: a worker killed mid-group leaves the messages
+it never began with `sent_at` NULL, and the sweeper returns those to the queue
+(`replays_unstarted_requeue`); only those whose send began may have arrived and become in
+doubt. That update is made for each message sent alone (HTTP, Redis), and once for the
+AMQP messages to one broker, which are published together and whose confirms are awaited
+together (`transports.deliver_together`): waiting for each message's own confirm was most of
+an AMQP replay's time. A worker killed between that update and the last confirm leaves the
+whole AMQP group in doubt: any of it may have arrived.
 
 The sends reuse the worker process's connection to each target (see `replay.transports`).
 The outcomes, the dead letters' new states, their flow marks and the journal entries are
@@ -81,7 +85,7 @@ def _claimed(attempt_ids: Sequence[str], now: datetime) -> list[ReplayAttempt]:
 
 def _claim(attempt_ids: list[str], lease_until: datetime, now: datetime) -> set[str]:
     """One conditional update: a row another run claimed first is not returned, nor sent.
-    `sent_at` stays NULL until each message's own send begins (`_send_begins`)."""
+    `sent_at` stays NULL until the message's send begins (`_sends_begin`)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {ReplayAttempt._meta.db_table} SET state = 'sending', lease_until = %s "  # noqa: S608 - our own table name
@@ -92,21 +96,48 @@ def _claim(attempt_ids: list[str], lease_until: datetime, now: datetime) -> set[
 
 
 def _sent(attempts: list[ReplayAttempt], now: datetime) -> dict[str, transports.Outcome]:
-    """Send each claimed attempt once, each only if its send could begin (`_send_begins`).
+    """Send each claimed attempt once, each only if its send could begin (`_sends_begin`).
     The group shares one lease, whose value is also this run's mark on its rows: before a send
     that might outlast it, the lease of what is left is renewed."""
     timeout = settings.TIDELINE_REPLAY_TIMEOUT_SECONDS
     lease_until = now + _one_send() + LEASE_MARGIN
     outcomes: dict[str, transports.Outcome] = {}
-    for position, attempt in enumerate(attempts):
+    left = {str(attempt.id) for attempt in attempts}
+    for together, batch in _batches(attempts):
         clock = datetime.now(tz=now.tzinfo)
         if clock + _one_send() + LEASE_MARGIN / 2 > lease_until:
             renewed = clock + _one_send() + LEASE_MARGIN
-            _lease_renew([str(a.id) for a in attempts[position:]], lease_until, renewed)
+            _lease_renew(sorted(left), lease_until, renewed)
             lease_until = renewed
-        if _send_begins(str(attempt.id), lease_until, clock):
-            outcomes[str(attempt.id)] = transports.deliver(delivery_of(attempt), timeout=timeout)
+        left.difference_update(batch)
+        begun = _sends_begin(list(batch), lease_until, clock)
+        sending = {attempt_id: batch[attempt_id] for attempt_id in batch if attempt_id in begun}
+        if not sending:
+            continue
+        if together:
+            sent = transports.deliver_together(list(sending.values()), timeout=timeout)
+        else:
+            sent = [transports.deliver(delivery, timeout=timeout) for delivery in sending.values()]
+        outcomes.update(zip(sending, sent, strict=True))
     return outcomes
+
+
+def _batches(attempts: list[ReplayAttempt]) -> list[tuple[bool, dict[str, transports.Delivery]]]:
+    """The claimed attempts as they are sent, in the order claimed: each alone, or together
+    with the others to the same AMQP broker (see `transports.together_key`)."""
+    batches: list[tuple[bool, dict[str, transports.Delivery]]] = []
+    together: dict[str, dict[str, transports.Delivery]] = {}
+    for attempt in attempts:
+        delivery = delivery_of(attempt)
+        key = transports.together_key(delivery)
+        if key is None:
+            batches.append((False, {str(attempt.id): delivery}))
+            continue
+        if key not in together:
+            together[key] = {}
+            batches.append((True, together[key]))
+        together[key][str(attempt.id)] = delivery
+    return batches
 
 
 def _lease_renew(attempt_ids: list[str], held: datetime, lease_until: datetime) -> None:
@@ -120,18 +151,18 @@ def _lease_renew(attempt_ids: list[str], held: datetime, lease_until: datetime) 
         )
 
 
-def _send_begins(attempt_id: str, lease_until: datetime, now: datetime) -> bool:
-    """The moment this message's send begins, committed before a byte leaves (autocommit):
-    from here on it may have arrived. False when it is no longer this run's to send (the
-    sweeper returned it to the queue, or called it in doubt; another run holds it now)."""
+def _sends_begin(attempt_ids: list[str], lease_until: datetime, now: datetime) -> set[str]:
+    """The moment these messages' send begins, committed before a byte leaves (autocommit):
+    from here on each may have arrived. Only those returned are still this run's to send (not
+    one the sweeper returned to the queue, or called in doubt; another run holds it now)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {ReplayAttempt._meta.db_table} SET sent_at = %s "  # noqa: S608 - our own table name
-            "WHERE id = %s AND state = 'sending' AND sent_at IS NULL AND lease_until = %s "
-            "RETURNING id",
-            [now, attempt_id, lease_until],
+            "WHERE id = ANY(%s::uuid[]) AND state = 'sending' AND sent_at IS NULL "
+            "AND lease_until = %s RETURNING id",
+            [now, attempt_ids, lease_until],
         )
-        return cursor.fetchone() is not None
+        return {str(row[0]) for row in cursor.fetchall()}
 
 
 def replays_unstarted_requeue(*, now: datetime) -> list[str]:

@@ -70,12 +70,13 @@ def delivery_of(attempt: ReplayAttempt) -> transports.Delivery:
         transport=attempt.transport, destination=attempt.destination, payload=bytes(attempt.payload),
         content_type=attempt.content_type, headers=attempt.headers, properties=dead_letter.properties,
         message_id=dead_letter.message_id, idempotency_key=attempt.idempotency_key,
-        attempt_id=str(attempt.id), broker_url=_broker_url(attempt.transport),
+        attempt_id=str(attempt.id), broker_url=broker_url(attempt.transport),
         amqp_to_exchange=attempt.to_exchange, correlation_id=dead_letter.correlation_id or "",
     )  # fmt: skip
 
 
-def _broker_url(transport: str) -> str:
+def broker_url(transport: str) -> str:
+    """The broker a replay over `transport` goes to, unless its destination names its own."""
     if transport == "amqp":
         return str(settings.TIDELINE_REPLAY_AMQP_URL or "")
     if transport == "redis":
@@ -163,7 +164,7 @@ def attempt_new(
     destination = order.destination or dead_letter.destination
     try:
         address = transports.destination_address(
-            dead_letter.transport, destination, _broker_url(dead_letter.transport),
+            dead_letter.transport, destination, broker_url(dead_letter.transport),
             amqp_to_exchange=order.to_exchange,
         )  # fmt: skip
     except transports.DestinationInvalid as invalid:

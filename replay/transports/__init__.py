@@ -29,11 +29,12 @@ import base64
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from replay.transports import amqp_publish, http_post, redis_stream
 from replay.transports.amqp_publish import AMQP_TO_EXCHANGE_WARNING
-from replay.transports.common import FAILED, Delivery, DestinationInvalid, Outcome
+from replay.transports.common import FAILED, Delivery, DestinationInvalid, Outcome, broker_url_of
 
 __all__ = [
     "AMQP_TO_EXCHANGE_WARNING",
@@ -41,8 +42,10 @@ __all__ = [
     "DestinationInvalid",
     "Outcome",
     "deliver",
+    "deliver_together",
     "destination_address",
     "request_preview",
+    "together_key",
 ]
 
 
@@ -58,6 +61,25 @@ def deliver(delivery: Delivery, *, timeout: float) -> Outcome:
         raise DestinationInvalid(f"Tideline cannot send over {delivery.transport!r}.")
     except DestinationInvalid as invalid:
         return Outcome(FAILED, f"{invalid} Nothing was sent.")
+
+
+def together_key(delivery: Delivery) -> str | None:
+    """Deliveries with the same key may be sent as one group by `deliver_together`: AMQP ones
+    to one broker. None: this one is sent alone, with `deliver`."""
+    if delivery.transport != "amqp":
+        return None
+    try:
+        return broker_url_of(delivery, "amqp")
+    except DestinationInvalid:
+        return None
+
+
+def deliver_together(deliveries: Sequence[Delivery], *, timeout: float) -> list[Outcome]:
+    """Send deliveries of one `together_key` as a group: published one after another, then
+    RabbitMQ's confirms of them all awaited together (one wait for the group, not one per
+    message); each message's outcome is its own. `timeout` bounds connecting, writing the
+    group and waiting for its confirms, each."""
+    return amqp_publish.deliver_together(deliveries, timeout)
 
 
 def request_preview(delivery: Delivery) -> dict[str, Any]:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import select
-import threading
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from amqp.exceptions import ChannelError, MessageNacked
+from amqp.exceptions import ChannelError
 from kombu import Connection
 
+from replay.transports import amqp_session
+from replay.transports.amqp_session import Confirms
 from replay.transports.common import (
     AMQP_ATTEMPT_HEADER,
     DELIVERED,
@@ -43,97 +44,227 @@ _AMQP_PROPERTIES = (
     "content_encoding", "correlation_id", "reply_to", "expiration", "message_id", "timestamp",
     "type", "user_id", "app_id", "cluster_id", "priority",
 )  # fmt: skip
+_BASIC_PUBLISH = (60, 40)  # the method a channel error names when a publish caused it
 
 
 def deliver(delivery: Delivery, timeout: float) -> Outcome:
-    exchange, routing_key = _amqp_route(delivery.destination, delivery.amqp_to_exchange)
-    url = broker_url_of(delivery, "amqp")
-    host = host_port(urlsplit(url), default_port=None)
-    broker = _broker(url, timeout)
-    broker_errors = (*broker.connection_errors, *broker.channel_errors, OSError)
-    try:
-        channel = _channel(broker)
-        properties = _amqp_properties(delivery, userid=broker.userid)
-        message = channel.prepare_message(
-            delivery.payload,
-            priority=properties.pop("priority", None),
-            content_type=properties.pop("content_type", None),
-            content_encoding=properties.pop("content_encoding", None),
-            headers=_amqp_headers(delivery),
-            properties=properties,
+    return deliver_together([delivery], timeout)[0]
+
+
+def deliver_together(deliveries: Sequence[Delivery], timeout: float) -> list[Outcome]:
+    """Publish to one broker one message after another, then read RabbitMQ's confirms of
+    them all: a group waits for the broker once, not once per message. Each message's outcome
+    is still its own: confirmed, returned (no queue took it), nacked, or unknown when it left
+    and no confirm came (it may have arrived). `timeout` bounds connecting, writing the group
+    and waiting for its confirms, each."""
+    url = broker_url_of(deliveries[0], "amqp")
+    group = _Group(deliveries, host_port(urlsplit(url), default_port=None), timeout)
+    while True:  # each round that finds a missing exchange settles the messages sent to it
+        broker = amqp_session.broker(url, timeout)
+        try:
+            channel, confirms = amqp_session.confirming_channel(broker)
+            missing = _exchange_missing(channel, group.exchanges())
+            if missing is None:
+                messages = group.messages(channel, broker.userid)
+        except (*broker.connection_errors, *broker.channel_errors, OSError) as error:
+            amqp_session.end()
+            group.unsent(f"could not connect to {group.host}: {in_words(error)}; nothing was sent")
+            return group.outcomes()
+        if missing is None:
+            break
+        amqp_session.end()  # the refused declare closed the channel
+        group.refused(*missing)
+    lost = (*broker.connection_errors, OSError)
+    group.publish(channel, confirms, messages, timeout=timeout, lost=lost)
+    if not group.troubled:  # a closed channel or connection brings no more confirms
+        group.confirms_wait(broker, confirms, timeout=timeout, lost=lost)
+    if group.troubled or confirms.waiting:
+        amqp_session.end()
+    return group.outcomes()
+
+
+def _exchange_missing(channel: Any, exchanges: set[str]) -> tuple[str, ChannelError] | None:
+    """A named exchange that does not exist, found before anything is published: a publish
+    to it would close the channel under the whole group, and leave unsaid which message it
+    refused. (The default exchange always exists.)"""
+    for exchange in sorted(exchanges - {""}):
+        try:
+            channel.exchange_declare(exchange, "direct", passive=True)
+        except ChannelError as error:
+            return exchange, error
+    return None
+
+
+class _Group:
+    """The messages of one `deliver_together`, by their place in it, and what became of them."""
+
+    def __init__(self, deliveries: Sequence[Delivery], host: str, timeout: float) -> None:
+        self.deliveries, self.host, self.timeout = list(deliveries), host, timeout
+        self.routes: dict[int, tuple[str, str]] = {}
+        self.settled: dict[int, Outcome] = {}
+        for n, delivery in enumerate(self.deliveries):
+            try:
+                self.routes[n] = _amqp_route(delivery.destination, delivery.amqp_to_exchange)
+            except DestinationInvalid as invalid:
+                self.settled[n] = Outcome(FAILED, f"{invalid} Nothing was sent.")
+        self.numbers: dict[int, int] = {}  # a published message's number on the channel
+        self.torn: int | None = None  # the message being written when the connection was lost
+        self.closed: ChannelError | None = None  # RabbitMQ closed the channel
+        self.lost: BaseException | None = None  # the connection was lost
+        self.late: float | None = None  # writing the group outlasted this timeout
+        self.confirms = Confirms()
+
+    @property
+    def troubled(self) -> bool:
+        """The channel or the connection failed: no more confirms will come on it."""
+        return bool(self.closed or self.lost)
+
+    def exchanges(self) -> set[str]:
+        return {self.routes[n][0] for n in self.open()}
+
+    def open(self) -> list[int]:
+        return [n for n in self.routes if n not in self.settled]
+
+    def where(self, n: int) -> str:
+        return _amqp_where(*self.routes[n])
+
+    def unsent(self, why: str) -> None:
+        for n in self.open():
+            self.settled[n] = Outcome(FAILED, why)
+
+    def refused(self, exchange: str, error: ChannelError) -> None:
+        for n in self.open():
+            if self.routes[n][0] == exchange:
+                self.settled[n] = self._refusal(n, error)
+
+    def messages(self, channel: Any, userid: str | None) -> dict[int, Any]:
+        return {n: _message(channel, self.deliveries[n], userid) for n in self.open()}
+
+    def publish(
+        self, channel: Any, confirms: Confirms, messages: dict[int, Any], *, timeout: float,
+        lost: tuple[type[BaseException], ...],
+    ) -> None:  # fmt: skip
+        """Write each message, mandatory: one no queue takes comes back instead of vanishing.
+        Stops at the first trouble; the messages after it are not sent."""
+        confirms.group_begins()
+        self.confirms = confirms
+        deadline = time.monotonic() + timeout
+        for n in self.open():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.late = timeout
+                return
+            exchange, routing_key = self.routes[n]
+            try:
+                channel.basic_publish(
+                    messages[n], exchange=exchange, routing_key=routing_key, mandatory=True,
+                    timeout=left,
+                )  # fmt: skip
+            except ChannelError as error:  # over an earlier message: this one was not written
+                self.closed = error
+                return
+            except lost as error:
+                self.torn, self.lost = n, error
+                return
+            self.numbers[n] = confirms.published_one()
+
+    def confirms_wait(
+        self, broker: Connection, confirms: Confirms, *, timeout: float,
+        lost: tuple[type[BaseException], ...],
+    ) -> None:  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while confirms.waiting and (left := deadline - time.monotonic()) > 0:
+            try:
+                broker.connection.drain_events(timeout=left)
+            except TimeoutError:
+                return
+            except ChannelError as error:
+                self.closed = error
+                return
+            except lost as error:
+                self.lost = error
+                return
+
+    def outcomes(self) -> list[Outcome]:
+        return [self.settled.get(n) or self._outcome(n) for n in range(len(self.deliveries))]
+
+    def _outcome(self, n: int) -> Outcome:
+        where, number, confirms = self.where(n), self.numbers.get(n), self.confirms
+        if number is None:
+            if n == self.torn:
+                return self._lost(n)
+            return Outcome(FAILED, f"not sent to {where}: {self._why_unsent()}; nothing was sent")
+        returned = confirms.returned.get(self.deliveries[n].attempt_id)
+        if returned is not None:
+            return self._refusal(n, returned)
+        if number in confirms.nacked:
+            return Outcome(
+                FAILED, f"RabbitMQ at {self.host} did not take it ({where}): it answered nack"
+            )
+        if number in confirms.acked:
+            return Outcome(DELIVERED, f"published to {where} on {self.host}, confirmed by RabbitMQ")
+        if self.closed is not None:
+            return self._closed(n)
+        if self.lost is not None:
+            return self._lost(n)
+        return Outcome(
+            UNKNOWN,
+            f"no confirm from RabbitMQ at {self.host} within {in_seconds(self.timeout)} "
+            f"({where}); it may have taken the message",
         )
-    except broker_errors as error:
-        _session_end()
-        return Outcome(FAILED, f"could not connect to {host}: {in_words(error)}; nothing was sent")
-    outcome = _amqp_publish(
-        channel, message, exchange, routing_key, timeout=timeout, host=host,
-        lost=(*broker.connection_errors, OSError),
-    )  # fmt: skip
-    if outcome.state != DELIVERED:
-        # A returned, refused or unconfirmed message can leave the broker's confirm for it
-        # unread on the channel, where the next publish would take it for its own.
-        _session_end()
-    return outcome
 
-
-class _Session(threading.local):
-    """One confirming channel per thread of a process, kept from one replay to the next:
-    connecting and opening a channel for each message was most of an AMQP replay's time."""
-
-    pid: int = 0
-    key: tuple[str, float] | None = None
-    broker: Connection | None = None
-    channel: Any = None
-
-
-_session = _Session()
-
-
-def _broker(url: str, timeout: float) -> Connection:
-    if _session.pid != os.getpid():
-        # After a fork the parent's connection is not ours to use, nor to close.
-        _session.pid, _session.key, _session.broker, _session.channel = (
-            os.getpid(),
-            None,
-            None,
-            None,
+    def _closed(self, n: int) -> Outcome:
+        """RabbitMQ closed the channel over a publish: when this is the only message it had
+        not confirmed, it is the one refused; otherwise which one is not said."""
+        closed = self.closed
+        assert closed is not None
+        returned = self.confirms.returned
+        unconfirmed = [
+            m
+            for m, number in self.numbers.items()
+            if number in self.confirms.waiting and self.deliveries[m].attempt_id not in returned
+        ]
+        if closed.method_sig == _BASIC_PUBLISH and unconfirmed == [n]:
+            return self._refusal(n, closed)
+        return Outcome(
+            UNKNOWN,
+            f"RabbitMQ at {self.host} closed the channel before it confirmed ({self.where(n)}): "
+            f"{_amqp_refusal(closed)}; it may have taken the message",
         )
-    if _session.broker is None or _session.key != (url, timeout) or not _still_quiet():
-        _session_end()
-        _session.key = (url, timeout)
-        _session.broker = Connection(
-            url, connect_timeout=timeout, heartbeat=0,
-            transport_options={"confirm_publish": True, "read_timeout": timeout, "write_timeout": timeout},
-        )  # fmt: skip
-    return _session.broker
+
+    def _lost(self, n: int) -> Outcome:
+        return Outcome(
+            UNKNOWN,
+            f"lost the connection to RabbitMQ at {self.host} before it confirmed "
+            f"({self.where(n)}): {in_words(self.lost or OSError())}; it may have taken the message",
+        )
+
+    def _refusal(self, n: int, error: ChannelError) -> Outcome:
+        return Outcome(
+            FAILED, f"RabbitMQ at {self.host} refused it ({self.where(n)}): {_amqp_refusal(error)}"
+        )
+
+    def _why_unsent(self) -> str:
+        if self.closed is not None:
+            return (
+                f"RabbitMQ at {self.host} closed the channel over another message of its group "
+                f"({_amqp_refusal(self.closed)})"
+            )
+        if self.lost is not None:
+            return f"lost the connection to RabbitMQ at {self.host}: {in_words(self.lost)}"
+        return f"writing its group took longer than {in_seconds(self.late or 0)}"
 
 
-def _channel(broker: Connection) -> Any:
-    if _session.channel is None:
-        broker.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-        _session.channel = broker.channel()
-    return _session.channel
-
-
-def _still_quiet() -> bool:
-    """Whether the kept connection may carry another message. Without heartbeats an idle
-    AMQP connection hears nothing, so anything to read is the broker closing it: a publish
-    on it would be lost, and the replay called in doubt though nothing was sent."""
-    if _session.channel is None or _session.broker is None:
-        return True  # not connected yet
-    try:
-        sock = _session.broker.connection.transport.sock
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (AttributeError, OSError, ValueError):
-        return False
-    return not readable
-
-
-def _session_end() -> None:
-    broker, _session.key, _session.broker, _session.channel = _session.broker, None, None, None
-    if broker is not None:
-        with contextlib.suppress(*broker.connection_errors, *broker.channel_errors, OSError):
-            broker.release()
+def _message(channel: Any, delivery: Delivery, userid: str | None) -> Any:
+    properties = _amqp_properties(delivery, userid=userid)
+    return channel.prepare_message(
+        delivery.payload,
+        priority=properties.pop("priority", None),
+        content_type=properties.pop("content_type", None),
+        content_encoding=properties.pop("content_encoding", None),
+        headers=_amqp_headers(delivery),
+        properties=properties,
+    )
 
 
 def preview(delivery: Delivery) -> dict[str, Any]:
@@ -161,42 +292,6 @@ def address(destination: dict[str, Any], broker_url: str, to_exchange: bool) -> 
     if exchange == "":  # the default exchange delivers to the queue its routing key names
         return f"{scheme}://{host}/{path_segment(vhost)}/queue/{path_segment(routing_key)}"
     return f"{scheme}://{host}/{path_segment(vhost)}/exchange/{path_segment(exchange)}"
-
-
-def _amqp_publish(
-    channel: Any,
-    message: Any,
-    exchange: str,
-    routing_key: str,
-    *,
-    timeout: float,
-    host: str,
-    lost: tuple[type[BaseException], ...],
-) -> Outcome:
-    where = _amqp_where(exchange, routing_key)
-    # mandatory: a message no queue takes comes back (basic.return) instead of vanishing.
-    try:
-        channel.basic_publish(
-            message, exchange=exchange, routing_key=routing_key, mandatory=True,
-            timeout=timeout, confirm_timeout=timeout,
-        )  # fmt: skip
-    except ChannelError as error:
-        return Outcome(FAILED, f"RabbitMQ at {host} refused it ({where}): {_amqp_refusal(error)}")
-    except MessageNacked:
-        return Outcome(FAILED, f"RabbitMQ at {host} did not take it ({where}): it answered nack")
-    except TimeoutError:
-        return Outcome(
-            UNKNOWN,
-            f"no confirm from RabbitMQ at {host} within {in_seconds(timeout)} ({where}); "
-            "it may have taken the message",
-        )
-    except lost as error:
-        return Outcome(
-            UNKNOWN,
-            f"lost the connection to RabbitMQ at {host} before it confirmed ({where}): "
-            f"{in_words(error)}; it may have taken the message",
-        )
-    return Outcome(DELIVERED, f"published to {where} on {host}, confirmed by RabbitMQ")
 
 
 def _amqp_refusal(error: ChannelError) -> str:

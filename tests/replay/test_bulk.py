@@ -20,13 +20,13 @@ from replay.models import BulkReplay, ReplayAttempt
 from replay.sending import (
     REQUEUED,
     _claim,
-    _send_begins,
+    _sends_begin,
     replay_send_group,
     replays_unstarted_requeue,
 )
 from replay.services import ReplayOrder, attempt_new, replays_sweep
 from tests.replay.conftest import Receiver
-from tests.replay.world import dead_letter, deduplicating, replay, wait_until
+from tests.replay.world import dead_letter, deduplicating, job_when_done, replay, wait_until
 from tracing.ingest.models import DeadLetter
 
 
@@ -45,13 +45,6 @@ def night_of_503s(sender: httpx.Client, receiver: Receiver, count: int) -> list[
 
 def start(client: httpx.Client, **fields: Any) -> httpx.Response:
     return client.post("/api/v1/bulk-replays", json={"system": "WMS", "error": "503", **fields})
-
-
-def job_when_done(client: httpx.Client, job_id: str, seconds: float = 90) -> dict[str, Any]:
-    wait_until(
-        lambda: client.get(f"/api/v1/bulk-replays/{job_id}").json()["state"] == "done", seconds
-    )
-    return client.get(f"/api/v1/bulk-replays/{job_id}").json()
 
 
 def test_a_preview_counts_what_matches_and_what_would_be_skipped(
@@ -322,9 +315,9 @@ def test_a_run_whose_claim_was_returned_to_the_queue_no_longer_begins_its_send(
     now = timezone.now()
     new_lease = now + timedelta(minutes=1)
     assert _claim([str(attempt.id)], new_lease, now) == {str(attempt.id)}
-    assert not _send_begins(str(attempt.id), stalled_lease, now)
-    assert _send_begins(str(attempt.id), new_lease, now)
-    assert not _send_begins(str(attempt.id), new_lease, now), "a send begins once"
+    assert _sends_begin([str(attempt.id)], stalled_lease, now) == set()
+    assert _sends_begin([str(attempt.id)], new_lease, now) == {str(attempt.id)}
+    assert _sends_begin([str(attempt.id)], new_lease, now) == set(), "a send begins once"
 
 
 def test_a_send_that_never_began_in_a_job_cancelled_meanwhile_is_cancelled_not_sent(

@@ -33,6 +33,7 @@ from replay.transports import (
     Delivery,
     DestinationInvalid,
     deliver,
+    deliver_together,
     destination_address,
     request_preview,
 )
@@ -629,6 +630,32 @@ def test_amqp_replays_after_a_refused_one_are_delivered_once_each(broker: Broker
     assert refused.state == "failed" and "NO_ROUTE" in refused.detail
     assert [outcome.state for outcome in outcomes] == ["delivered"] * 3
     assert broker.waiting(f"{orders}.wms") == 3
+
+
+@pytest.mark.rabbitmq
+def test_amqp_a_group_is_confirmed_message_by_message(broker: Broker) -> None:
+    """Published together, confirmed together: the one no queue took and the one to an
+    exchange that does not exist are failed, each for its own reason; the rest arrive once."""
+    orders = broker.orders_declare()
+    missing = f"tideline-test-replay-{uuid.uuid4().hex[:12]}"
+    group = [replace(died_in_wms(orders), attempt_id=f"attempt-{n}") for n in range(12)]
+    group[4] = replace(group[4], destination={"queue": f"{orders}.gone"})
+    group[7] = replace(died_in_wms(missing, amqp_to_exchange=True), attempt_id="attempt-7")
+
+    outcomes = deliver_together(group, timeout=TIMEOUT)
+
+    states = [outcome.state for outcome in outcomes]
+    assert (
+        states
+        == ["delivered"] * 4 + ["failed"] + ["delivered"] * 2 + ["failed"] + ["delivered"] * 4
+    )
+    assert f"refused it (queue {orders}.gone): NO_ROUTE (312)" in outcomes[4].detail
+    assert "NOT_FOUND - no exchange" in outcomes[7].detail and "(404)" in outcomes[7].detail
+    arrived = [broker.take(f"{orders}.wms").headers["x-tideline-replay-attempt"] for _ in range(10)]
+    assert sorted(arrived) == sorted(f"attempt-{n}" for n in range(12) if n not in (4, 7))
+    assert broker.waiting(f"{orders}.wms") == 0, "each once"
+    # The worker's channel is still good for the next group.
+    assert deliver(died_in_wms(orders), timeout=TIMEOUT).state == "delivered"
 
 
 @pytest.mark.rabbitmq

@@ -39,6 +39,13 @@ def replay(client: httpx.Client, letter: DeadLetter, **fields: Any) -> httpx.Res
     )
 
 
+def job_when_done(client: httpx.Client, job_id: str, seconds: float = 90) -> dict[str, Any]:
+    wait_until(
+        lambda: client.get(f"/api/v1/bulk-replays/{job_id}").json()["state"] == "done", seconds
+    )
+    return client.get(f"/api/v1/bulk-replays/{job_id}").json()
+
+
 def wait_until(condition: Callable[[], bool], seconds: float = 40) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -333,7 +333,7 @@ def _dead_letter_create(
             dead_letter = _dead_letter_insert(row, sender, source, received_at)
     except IntegrityError:
         return None
-    dead_letter_touch(dead_letter)
+    dead_letters_touch([dead_letter])
     return dead_letter
 
 
@@ -364,10 +364,6 @@ def _dead_letter_reopen(
     dead_letter.version += 1
     dead_letter.updated_at = received_at
     dead_letter.save()
-    dead_letter_touch(dead_letter)
-
-
-def dead_letter_touch(dead_letter: DeadLetter) -> None:
     dead_letters_touch([dead_letter])
 
 
