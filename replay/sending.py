@@ -66,7 +66,7 @@ def replay_send_group(*, attempt_ids: Sequence[str], now: datetime) -> list[str]
 def _claimed(attempt_ids: Sequence[str], now: datetime) -> list[ReplayAttempt]:
     """The attempts this run claimed, in the order asked, each journaled as being sent."""
     with transaction.atomic():
-        claimed = _claim(list(attempt_ids), now + _one_send() + LEASE_MARGIN, now)
+        claimed = replays_claim(list(attempt_ids), now + _one_send() + LEASE_MARGIN, now)
         if not claimed:
             return []
         # The dead letter's own payload is not sent (the attempt's is): not read either.
@@ -83,9 +83,9 @@ def _claimed(attempt_ids: Sequence[str], now: datetime) -> list[ReplayAttempt]:
     return attempts
 
 
-def _claim(attempt_ids: list[str], lease_until: datetime, now: datetime) -> set[str]:
+def replays_claim(attempt_ids: list[str], lease_until: datetime, now: datetime) -> set[str]:
     """One conditional update: a row another run claimed first is not returned, nor sent.
-    `sent_at` stays NULL until the message's send begins (`_sends_begin`)."""
+    `sent_at` stays NULL until the message's send begins (`replay_sends_begin`)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {ReplayAttempt._meta.db_table} SET state = 'sending', lease_until = %s "  # noqa: S608 - our own table name
@@ -96,21 +96,22 @@ def _claim(attempt_ids: list[str], lease_until: datetime, now: datetime) -> set[
 
 
 def _sent(attempts: list[ReplayAttempt], now: datetime) -> dict[str, transports.Outcome]:
-    """Send each claimed attempt once, each only if its send could begin (`_sends_begin`).
+    """Send each claimed attempt once, each only if its send could begin (`replay_sends_begin`).
     The group shares one lease, whose value is also this run's mark on its rows: before a send
-    that might outlast it, the lease of what is left is renewed."""
+    that might outlast it, the lease of the whole group is renewed — the messages already sent
+    too, whose outcomes are recorded only at the end (else the sweeper would call delivered
+    messages in doubt and invite a resend)."""
     timeout = settings.TIDELINE_REPLAY_TIMEOUT_SECONDS
     lease_until = now + _one_send() + LEASE_MARGIN
     outcomes: dict[str, transports.Outcome] = {}
-    left = {str(attempt.id) for attempt in attempts}
+    held = sorted(str(attempt.id) for attempt in attempts)
     for together, batch in _batches(attempts):
         clock = datetime.now(tz=now.tzinfo)
         if clock + _one_send() + LEASE_MARGIN / 2 > lease_until:
             renewed = clock + _one_send() + LEASE_MARGIN
-            _lease_renew(sorted(left), lease_until, renewed)
+            _lease_renew(held, lease_until, renewed)
             lease_until = renewed
-        left.difference_update(batch)
-        begun = _sends_begin(list(batch), lease_until, clock)
+        begun = replay_sends_begin(list(batch), lease_until, clock)
         sending = {attempt_id: batch[attempt_id] for attempt_id in batch if attempt_id in begun}
         if not sending:
             continue
@@ -151,7 +152,7 @@ def _lease_renew(attempt_ids: list[str], held: datetime, lease_until: datetime) 
         )
 
 
-def _sends_begin(attempt_ids: list[str], lease_until: datetime, now: datetime) -> set[str]:
+def replay_sends_begin(attempt_ids: list[str], lease_until: datetime, now: datetime) -> set[str]:
     """The moment these messages' send begins, committed before a byte leaves (autocommit):
     from here on each may have arrived. Only those returned are still this run's to send (not
     one the sweeper returned to the queue, or called in doubt; another run holds it now)."""

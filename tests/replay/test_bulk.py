@@ -18,10 +18,11 @@ from django.utils import timezone
 from console.models import JournalEntry
 from replay.models import BulkReplay, ReplayAttempt
 from replay.sending import (
+    LEASE_MARGIN,
     REQUEUED,
-    _claim,
-    _sends_begin,
     replay_send_group,
+    replay_sends_begin,
+    replays_claim,
     replays_unstarted_requeue,
 )
 from replay.services import ReplayOrder, attempt_new, replays_sweep
@@ -263,6 +264,38 @@ def test_a_send_group_run_twice_at_once_sends_each_message_once(
     assert set(ReplayAttempt.objects.values_list("state", flat=True)) == {"delivered"}
 
 
+def test_a_long_group_keeps_the_lease_of_what_it_already_sent(
+    sender: httpx.Client, receiver: Receiver, settings: Any
+) -> None:
+    """A group that runs past its first lease renews it for every message it holds: one
+    already delivered but not yet recorded is not called in doubt by the sweeper."""
+    deduplicating(receiver)
+    settings.TIDELINE_REPLAY_TIMEOUT_SECONDS = 2
+    receiver.behaviour, receiver.slow_seconds = "slow", 1.0
+    attempts = []
+    for letter in night_of_503s(sender, receiver, 20):
+        attempt = attempt_new(letter, ReplayOrder(letter.id, letter.version), None)
+        attempt.save(force_insert=True)
+        attempts.append(str(attempt.id))
+    claimed_at = timezone.now()
+    group = threading.Thread(
+        target=lambda: (
+            replay_send_group(attempt_ids=attempts, now=claimed_at),
+            connection.close(),
+        )
+    )
+    group.start()
+    wait_until(lambda: len(receiver.deliveries) >= 18, seconds=60)  # renewed after ~15 s
+
+    first_lease_over = claimed_at + timedelta(seconds=3 * 2) + LEASE_MARGIN + timedelta(seconds=1)
+    swept = replays_sweep(now=first_lease_over)
+    group.join()
+
+    assert swept["in_doubt"] == 0
+    assert set(ReplayAttempt.objects.values_list("state", flat=True)) == {"delivered"}
+    assert len(receiver.deliveries) == 20
+
+
 def _claimed_long_ago(sender: httpx.Client, receiver: Receiver, *, begun: bool) -> ReplayAttempt:
     """An attempt a worker claimed and then died holding: its lease ran out long ago; `begun`
     says whether its send had begun."""
@@ -314,10 +347,10 @@ def test_a_run_whose_claim_was_returned_to_the_queue_no_longer_begins_its_send(
     assert replays_unstarted_requeue(now=timezone.now()) == [str(attempt.id)]
     now = timezone.now()
     new_lease = now + timedelta(minutes=1)
-    assert _claim([str(attempt.id)], new_lease, now) == {str(attempt.id)}
-    assert _sends_begin([str(attempt.id)], stalled_lease, now) == set()
-    assert _sends_begin([str(attempt.id)], new_lease, now) == {str(attempt.id)}
-    assert _sends_begin([str(attempt.id)], new_lease, now) == set(), "a send begins once"
+    assert replays_claim([str(attempt.id)], new_lease, now) == {str(attempt.id)}
+    assert replay_sends_begin([str(attempt.id)], stalled_lease, now) == set()
+    assert replay_sends_begin([str(attempt.id)], new_lease, now) == {str(attempt.id)}
+    assert replay_sends_begin([str(attempt.id)], new_lease, now) == set(), "a send begins once"
 
 
 def test_a_send_that_never_began_in_a_job_cancelled_meanwhile_is_cancelled_not_sent(
