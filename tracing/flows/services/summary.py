@@ -24,7 +24,7 @@ from tracing.flows.digests import (
     span_digests_load,
     span_digests_save,
 )
-from tracing.flows.models import FlowDefinition, FlowInstance
+from tracing.flows.models import FlowDefinition, FlowInstance, FlowStep
 from tracing.flows.selectors import FlowFacts, fast_times, flows_facts, span_fact
 from tracing.flows.services.hours import Counted, counted, counted_now, flow_hours_shift
 from tracing.flows.status import Fact, Summary, step_done_by, summarize
@@ -164,7 +164,8 @@ class _Rebuilt:
         cid = flow.correlation_id
         pinned = before[cid].definition_id if cid in before else None
         definition = definitions.by_id(pinned) or definitions.match(facts)
-        self.instances.append(_instance(flow, facts, counts, definition, now))
+        steps = definitions.steps[definition.id] if definition else None
+        self.instances.append(_instance(flow, facts, counts, definition, steps, now))
         self.keys |= {(value, name, cid) for name, value in flow.business_keys}
         return True
 
@@ -184,7 +185,11 @@ def _flows_lock(correlation_ids: Collection[str]) -> None:
 
 
 class _Definitions:
-    """The current definitions (to match new flows) and the pinned versions flows started under."""
+    """The current definitions (to match new flows) and the pinned versions flows started under.
+
+    Each definition's steps are listed once here: a related manager built per flow (and per
+    fact, to match a new flow) cost more than summarizing the flow.
+    """
 
     def __init__(self, pinned_ids: set[int]) -> None:
         query = FlowDefinition.objects.prefetch_related("steps__system").select_related("owner")
@@ -192,11 +197,15 @@ class _Definitions:
         known = {definition.id for definition in self.current}
         self.pinned = {d.id: d for d in query.filter(id__in=pinned_ids - known)}
         self.pinned.update({definition.id: definition for definition in self.current})
+        self.steps = {d.id: list(d.steps.all()) for d in self.pinned.values()}
+        self.firsts = [
+            (d, next(s for s in self.steps[d.id] if s.key == d.starts_with)) for d in self.current
+        ]
 
     @property
     def step_spans(self) -> set[str]:
         """The span names any step matches: the spans whose attributes the status may read."""
-        steps = [step for definition in self.pinned.values() for step in definition.steps.all()]
+        steps = [step for found in self.steps.values() for step in found]
         return {step.match["span"] for step in steps if "span" in step.match}
 
     def by_id(self, definition_id: int | None) -> FlowDefinition | None:
@@ -205,8 +214,7 @@ class _Definitions:
     def match(self, facts: list[Fact]) -> FlowDefinition | None:
         """The definition whose first step the flow's earliest fact shows."""
         for fact in sorted(facts, key=lambda fact: fact.at):
-            for definition in self.current:
-                first = next(s for s in definition.steps.all() if s.key == definition.starts_with)
+            for definition, first in self.firsts:
                 if step_done_by(first, fact):
                     return definition
         return None
@@ -214,9 +222,8 @@ class _Definitions:
 
 def _instance(
     flow: FlowFacts, facts: list[Fact], counts: _Counts, definition: FlowDefinition | None,
-    now: datetime,
+    steps: list[FlowStep] | None, now: datetime,
 ) -> FlowInstance:  # fmt: skip
-    steps = list(definition.steps.all()) if definition else None
     starts_with = definition.starts_with if definition else ""
     summary: Summary = summarize(facts=facts, steps=steps, starts_with=starts_with, now=now)
     systems = counts.systems | {fact.system for fact in facts}
