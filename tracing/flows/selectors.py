@@ -269,12 +269,13 @@ def _records_load(
     """The flows' own records, and those without a correlation ID that name one of its
     traces or (with no trace either) carry the message ID of one of its spans."""
     traces = {trace for flow in flows.values() for trace in flow.traces}
-    extra = ", payload" if payloads else ""
+    # Headers go with the payloads: only the flow page shows them; status and API do not.
+    extra = "headers, payload" if payloads else "NULL"
     cursor.execute(
         f"""
         SELECT id, record_id, occurred_at, system, step, event, message_id, correlation_id, trace_id,
                span_id, business_keys, error, counts_expected, counts_processed, content_type,
-               headers{extra}
+               {extra}
         FROM ingest_record
         WHERE correlation_id = {ANY_TEXT}
            OR (correlation_id IS NULL AND trace_id = {ANY_BYTEA})
@@ -288,10 +289,8 @@ def _records_load(
         record = RecordRow(*row)
         record.trace_id = bytes(record.trace_id) if record.trace_id else None
         record.span_id = bytes(record.span_id) if record.span_id else None
-        record.business_keys, record.headers = (
-            json_value(record.business_keys),
-            json_value(record.headers),
-        )
+        record.business_keys = json_value(record.business_keys)
+        record.headers = json_value(record.headers) if record.headers is not None else {}
         record.payload = bytes(record.payload) if record.payload is not None else None
         rows.append(record)
     return rows
