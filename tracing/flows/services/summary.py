@@ -19,6 +19,7 @@ from django.db import connection, transaction
 
 from tracing.flows.arrays import text_array
 from tracing.flows.digests import (
+    SpanDigest,
     flows_beside_spans,
     span_digest,
     span_digests_load,
@@ -105,24 +106,10 @@ def flows_recompute(
         fast_times(cursor)
         before = counted_now(cursor, ordered)
     definitions = _Definitions({row.definition_id for row in before.values() if row.definition_id})
-    step_spans = definitions.step_spans
-    digests = span_digests_load(set(by_records) - set(correlation_ids), step_spans)
-    rebuilt = _Rebuilt()
-    whole = [correlation_id for correlation_id in ordered if correlation_id not in digests]
-    for first in range(0, len(whole), FACTS_PER_READ):
-        facts = flows_facts(whole[first : first + FACTS_PER_READ], step_spans=step_spans)
-        for flow in facts.values():
-            span_facts = [span_fact(span) for span in flow.spans]
-            counts = _Counts(len(flow.spans), len(flow.traces), {f.system for f in span_facts})
-            if rebuilt.add(flow, span_facts, counts, definitions, before, now):
-                rebuilt.digests[flow.correlation_id] = span_digest(flow, span_facts, step_spans)
-    digested = list(digests.items())
-    for first in range(0, len(digested), FACTS_PER_READ):
-        part = dict(digested[first : first + FACTS_PER_READ])
-        for correlation_id, flow in flows_beside_spans(part).items():
-            digest = part[correlation_id]
-            counts = _Counts(digest.span_count, len(digest.traces), set(digest.systems))
-            rebuilt.add(flow, digest.span_facts(), counts, definitions, before, now)
+    digests = span_digests_load(set(by_records) - set(correlation_ids), definitions.step_spans)
+    rebuilt = _Rebuilt(definitions, before, now)
+    rebuilt.from_all_facts([cid for cid in ordered if cid not in digests])
+    rebuilt.from_digests(digests)
     _instances_save(rebuilt.instances)
     span_digests_save(rebuilt.digests)
     _keys_save(rebuilt.keys)
@@ -145,14 +132,35 @@ class _Counts:
 
 @dataclass
 class _Rebuilt:
+    """The flows of one recompute, summarized: their instances, keys and new span digests."""
+
+    definitions: _Definitions
+    before: dict[str, Counted]
+    now: datetime
     instances: list[FlowInstance] = field(default_factory=list)
     keys: set[tuple[str, str, str]] = field(default_factory=set)
     digests: dict[str, bytes] = field(default_factory=dict)
 
-    def add(
-        self, flow: FlowFacts, span_facts: list[Fact], counts: _Counts,
-        definitions: _Definitions, before: dict[str, Counted], now: datetime,
-    ) -> bool:  # fmt: skip
+    def from_all_facts(self, correlation_ids: list[str]) -> None:
+        step_spans = self.definitions.step_spans
+        for first in range(0, len(correlation_ids), FACTS_PER_READ):
+            part = correlation_ids[first : first + FACTS_PER_READ]
+            for flow in flows_facts(part, step_spans=step_spans).values():
+                span_facts = [span_fact(span) for span in flow.spans]
+                counts = _Counts(len(flow.spans), len(flow.traces), {f.system for f in span_facts})
+                if self._add(flow, span_facts, counts):
+                    self.digests[flow.correlation_id] = span_digest(flow, span_facts, step_spans)
+
+    def from_digests(self, digests: dict[str, SpanDigest]) -> None:
+        digested = list(digests.items())
+        for first in range(0, len(digested), FACTS_PER_READ):
+            part = dict(digested[first : first + FACTS_PER_READ])
+            for correlation_id, flow in flows_beside_spans(part).items():
+                digest = part[correlation_id]
+                counts = _Counts(digest.span_count, len(digest.traces), set(digest.systems))
+                self._add(flow, digest.span_facts(), counts)
+
+    def _add(self, flow: FlowFacts, span_facts: list[Fact], counts: _Counts) -> bool:
         """Summarize one flow; False when it has no facts (nothing to summarize)."""
         facts = (
             span_facts
@@ -162,10 +170,10 @@ class _Rebuilt:
         if not facts:
             return False
         cid = flow.correlation_id
-        pinned = before[cid].definition_id if cid in before else None
-        definition = definitions.by_id(pinned) or definitions.match(facts)
-        steps = definitions.steps[definition.id] if definition else None
-        self.instances.append(_instance(flow, facts, counts, definition, steps, now))
+        pinned = self.before[cid].definition_id if cid in self.before else None
+        definition = self.definitions.by_id(pinned) or self.definitions.match(facts)
+        steps = self.definitions.steps[definition.id] if definition else None
+        self.instances.append(_instance(flow, facts, counts, definition, steps, self.now))
         self.keys |= {(value, name, cid) for name, value in flow.business_keys}
         return True
 
