@@ -179,6 +179,17 @@ class FlowInstance(models.Model):
         return f"{self.correlation_id} ({self.status})"
 
 
+class SpanDigest(models.Model):
+    """What a flow's status needs of its spans, as its last full recompute read them, so a
+    record naming only the flow rebuilds it without re-reading them (tracing.flows.digests)."""
+
+    correlation_id = models.TextField(primary_key=True)
+    digest = models.BinaryField()  # msgpack: tracing.flows.digests.SpanDigest
+
+    def __str__(self) -> str:
+        return self.correlation_id
+
+
 class FlowHour(models.Model):
     """How many instances of a definition version started in one hour (UTC) with a status and
     a set of steps done: the dashboard's counts and funnels, without reading every instance.

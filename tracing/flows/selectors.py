@@ -114,6 +114,10 @@ class FlowFacts:
     spans: list[SpanRow] = field(default_factory=list)
     records: list[RecordRow] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    # Message IDs of spans not read this time: those a span digest remembers.
+    digest_message_ids: set[str] = field(default_factory=set)
+    # Some trace of the flow shows only the flow's part of it (a batch shared with others).
+    partial_traces: bool = False
 
     def facts(self) -> list[Fact]:
         return (
@@ -123,9 +127,13 @@ class FlowFacts:
         )
 
     @property
+    def span_message_ids(self) -> set[str]:
+        return {span.message_id for span in self.spans if span.message_id} | self.digest_message_ids
+
+    @property
     def message_ids(self) -> set[str]:
-        found = {span.message_id for span in self.spans if span.message_id}
-        return found | {record.message_id for record in self.records if record.message_id}
+        found = {record.message_id for record in self.records if record.message_id}
+        return self.span_message_ids | found
 
     @property
     def business_keys(self) -> set[tuple[str, str]]:
@@ -166,6 +174,25 @@ def flows_facts(
         records = _records_load(cursor, flows, messages, payloads)
         _spans_assign(flows, spans, shared, records)
         _records_assign(flows, records)
+        _dead_letters_assign(cursor, flows)
+    return flows
+
+
+def flows_records_and_dead_letters(
+    traces: dict[str, dict[bytes, str]], span_messages: dict[str, set[str]]
+) -> dict[str, FlowFacts]:
+    """The flows' records and dead letters, as `flows_facts` finds them, for flows whose
+    traces and span message IDs are known already (a span digest's): no span is read."""
+    flows = {
+        cid: FlowFacts(cid, traces=traces[cid], digest_message_ids=span_messages[cid])
+        for cid in traces
+    }
+    if not flows:
+        return flows
+    with connection.cursor() as cursor:
+        fast_times(cursor)
+        messages = {message for found in span_messages.values() for message in found}
+        _records_assign(flows, _records_load(cursor, flows, messages, payloads=False))
         _dead_letters_assign(cursor, flows)
     return flows
 
@@ -242,12 +269,13 @@ def _records_load(
     """The flows' own records, and those without a correlation ID that name one of its
     traces or (with no trace either) carry the message ID of one of its spans."""
     traces = {trace for flow in flows.values() for trace in flow.traces}
-    extra = ", payload" if payloads else ""
+    # Headers go with the payloads: only the flow page shows them; status and API do not.
+    extra = "headers, payload" if payloads else "NULL"
     cursor.execute(
         f"""
         SELECT id, record_id, occurred_at, system, step, event, message_id, correlation_id, trace_id,
                span_id, business_keys, error, counts_expected, counts_processed, content_type,
-               headers{extra}
+               {extra}
         FROM ingest_record
         WHERE correlation_id = {ANY_TEXT}
            OR (correlation_id IS NULL AND trace_id = {ANY_BYTEA})
@@ -261,10 +289,8 @@ def _records_load(
         record = RecordRow(*row)
         record.trace_id = bytes(record.trace_id) if record.trace_id else None
         record.span_id = bytes(record.span_id) if record.span_id else None
-        record.business_keys, record.headers = (
-            json_value(record.business_keys),
-            json_value(record.headers),
-        )
+        record.business_keys = json_value(record.business_keys)
+        record.headers = json_value(record.headers) if record.headers is not None else {}
         record.payload = bytes(record.payload) if record.payload is not None else None
         rows.append(record)
     return rows
@@ -292,10 +318,13 @@ def _spans_assign(
         linked |= {record.span_id for record in mine if record.span_id}
         messages = {record.message_id for record in mine if record.message_id}
         for trace in flow.traces:
-            flow.spans += trace_part(
-                spans.get(trace, []), flow.correlation_id, shared=trace in shared,
-                linked_span_ids=linked, message_ids=messages,
+            whole = spans.get(trace, [])
+            part = trace_part(
+                whole, flow.correlation_id, shared=trace in shared, linked_span_ids=linked,
+                message_ids=messages,
             )  # fmt: skip
+            flow.partial_traces |= len(part) < len(whole)
+            flow.spans += part
         flow.spans.sort(key=lambda span: span.start_time)
 
 
@@ -306,7 +335,7 @@ def _records_assign(flows: dict[str, FlowFacts], records: list[RecordRow]) -> No
             by_trace[trace].append(flow)
     by_message: dict[str, list[FlowFacts]] = defaultdict(list)
     for flow in flows.values():
-        for message in {span.message_id for span in flow.spans if span.message_id}:
+        for message in flow.span_message_ids:
             by_message[message].append(flow)
     for record in records:
         if record.correlation_id is not None:

@@ -40,7 +40,7 @@ from tracing.ingest.services import dead_letters_store, records_store, spans_sto
 WORLD_TABLES = (
     "ingest_span", "ingest_record", "ingest_recordkey", "ingest_rawbody", "ingest_deadletter",
     "ingest_flowtouch", "flows_flowinstance", "flows_flowtrace", "flows_spanlink", "flows_flowkey",
-    "flows_missing", "flows_flowhour", "flows_flowcompletedhour",
+    "flows_missing", "flows_flowhour", "flows_flowcompletedhour", "flows_spandigest",
 )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +18,16 @@ import msgspec
 from django.db import connection, transaction
 
 from tracing.flows.arrays import text_array
-from tracing.flows.models import FlowDefinition, FlowInstance
-from tracing.flows.selectors import FlowFacts, fast_times, flows_facts
-from tracing.flows.services.hours import counted, counted_now, flow_hours_shift
+from tracing.flows.digests import (
+    SpanDigest,
+    flows_beside_spans,
+    span_digest,
+    span_digests_load,
+    span_digests_save,
+)
+from tracing.flows.models import FlowDefinition, FlowInstance, FlowStep
+from tracing.flows.selectors import FlowFacts, fast_times, flows_facts, span_fact
+from tracing.flows.services.hours import Counted, counted, counted_now, flow_hours_shift
 from tracing.flows.status import Fact, Summary, step_done_by, summarize
 from tracing.flows.stitching import Touch, stitch, trace_ranges_extend
 
@@ -43,7 +51,13 @@ def flows_summarize(*, now: datetime, batch: int = BATCH) -> int:
             touches = _touches_take(batch)
             if not touches:
                 return updated
-            updated += flows_recompute(correlation_ids=stitch(touches), now=now)
+            # A record or dead letter that names only its flow changes no membership and no
+            # span: its flow may be rebuilt from its span digest (see tracing.flows.digests).
+            named_only = [(t, c, m) for t, c, m in touches if t is None and m is None and c]
+            rest = [touch for touch in touches if touch[0] is not None or touch[2] is not None]
+            affected = stitch(rest)
+            by_records = {correlation for _, correlation, _ in named_only} - affected
+            updated += flows_recompute(correlation_ids=affected, now=now, by_records=by_records)
     return updated
 
 
@@ -76,37 +90,92 @@ def _touches_take(batch: int) -> list[Touch]:
         ]
 
 
-def flows_recompute(*, correlation_ids: Collection[str], now: datetime) -> int:
-    """Recompute these flows from their facts (idempotent: safe to run any number of times)."""
-    if not correlation_ids:
+def flows_recompute(
+    *, correlation_ids: Collection[str], now: datetime, by_records: Collection[str] = ()
+) -> int:
+    """Recompute these flows from their facts (idempotent: safe to run any number of times).
+
+    `by_records` are flows whose only news are records or dead letters naming them alone:
+    those with a usable span digest are rebuilt from it, the rest from all their facts.
+    """
+    ordered = sorted(set(correlation_ids) | set(by_records))
+    if not ordered:
         return 0
-    ordered = sorted(set(correlation_ids))
     _flows_lock(ordered)
     with connection.cursor() as cursor:
         fast_times(cursor)
         before = counted_now(cursor, ordered)
     definitions = _Definitions({row.definition_id for row in before.values() if row.definition_id})
-    instances: list[FlowInstance] = []
-    keys: set[tuple[str, str, str]] = set()
-    for first in range(0, len(ordered), FACTS_PER_READ):
-        part = ordered[first : first + FACTS_PER_READ]
-        facts = flows_facts(part, step_spans=definitions.step_spans)
-        for correlation_id, flow in facts.items():
-            flow_facts = flow.facts()
-            if not flow_facts:
-                continue
-            pinned = before[correlation_id].definition_id if correlation_id in before else None
-            definition = definitions.by_id(pinned) or definitions.match(flow_facts)
-            instances.append(_instance(flow, flow_facts, definition, now))
-            keys |= {(value, name, correlation_id) for name, value in flow.business_keys}
-    _instances_save(instances)
-    _keys_save(keys)
-    changed = {instance.correlation_id for instance in instances}
+    digests = span_digests_load(set(by_records) - set(correlation_ids), definitions.step_spans)
+    rebuilt = _Rebuilt(definitions, before, now)
+    rebuilt.from_all_facts([cid for cid in ordered if cid not in digests])
+    rebuilt.from_digests(digests)
+    _instances_save(rebuilt.instances)
+    span_digests_save(rebuilt.digests)
+    _keys_save(rebuilt.keys)
+    changed = {instance.correlation_id for instance in rebuilt.instances}
     flow_hours_shift(
         before=[row for cid, row in before.items() if cid in changed],
-        after=[counted(instance) for instance in instances],
+        after=[counted(instance) for instance in rebuilt.instances],
     )
-    return len(instances)
+    return len(rebuilt.instances)
+
+
+@dataclass
+class _Counts:
+    """What the summary counts of a flow's spans: read now, or as its digest keeps them."""
+
+    spans: int
+    traces: int
+    systems: set[str]
+
+
+@dataclass
+class _Rebuilt:
+    """The flows of one recompute, summarized: their instances, keys and new span digests."""
+
+    definitions: _Definitions
+    before: dict[str, Counted]
+    now: datetime
+    instances: list[FlowInstance] = field(default_factory=list)
+    keys: set[tuple[str, str, str]] = field(default_factory=set)
+    digests: dict[str, bytes] = field(default_factory=dict)
+
+    def from_all_facts(self, correlation_ids: list[str]) -> None:
+        step_spans = self.definitions.step_spans
+        for first in range(0, len(correlation_ids), FACTS_PER_READ):
+            part = correlation_ids[first : first + FACTS_PER_READ]
+            for flow in flows_facts(part, step_spans=step_spans).values():
+                span_facts = [span_fact(span) for span in flow.spans]
+                counts = _Counts(len(flow.spans), len(flow.traces), {f.system for f in span_facts})
+                if self._add(flow, span_facts, counts):
+                    self.digests[flow.correlation_id] = span_digest(flow, span_facts, step_spans)
+
+    def from_digests(self, digests: dict[str, SpanDigest]) -> None:
+        digested = list(digests.items())
+        for first in range(0, len(digested), FACTS_PER_READ):
+            part = dict(digested[first : first + FACTS_PER_READ])
+            for correlation_id, flow in flows_beside_spans(part).items():
+                digest = part[correlation_id]
+                counts = _Counts(digest.span_count, len(digest.traces), set(digest.systems))
+                self._add(flow, digest.span_facts(), counts)
+
+    def _add(self, flow: FlowFacts, span_facts: list[Fact], counts: _Counts) -> bool:
+        """Summarize one flow; False when it has no facts (nothing to summarize)."""
+        facts = (
+            span_facts
+            + [record.fact() for record in flow.records]
+            + [letter.fact() for letter in flow.dead_letters]
+        )
+        if not facts:
+            return False
+        cid = flow.correlation_id
+        pinned = self.before[cid].definition_id if cid in self.before else None
+        definition = self.definitions.by_id(pinned) or self.definitions.match(facts)
+        steps = self.definitions.steps[definition.id] if definition else None
+        self.instances.append(_instance(flow, facts, counts, definition, steps, self.now))
+        self.keys |= {(value, name, cid) for name, value in flow.business_keys}
+        return True
 
 
 def _flows_lock(correlation_ids: Collection[str]) -> None:
@@ -124,7 +193,11 @@ def _flows_lock(correlation_ids: Collection[str]) -> None:
 
 
 class _Definitions:
-    """The current definitions (to match new flows) and the pinned versions flows started under."""
+    """The current definitions (to match new flows) and the pinned versions flows started under.
+
+    Each definition's steps are listed once here: a related manager built per flow (and per
+    fact, to match a new flow) cost more than summarizing the flow.
+    """
 
     def __init__(self, pinned_ids: set[int]) -> None:
         query = FlowDefinition.objects.prefetch_related("steps__system").select_related("owner")
@@ -132,11 +205,15 @@ class _Definitions:
         known = {definition.id for definition in self.current}
         self.pinned = {d.id: d for d in query.filter(id__in=pinned_ids - known)}
         self.pinned.update({definition.id: definition for definition in self.current})
+        self.steps = {d.id: list(d.steps.all()) for d in self.pinned.values()}
+        self.firsts = [
+            (d, next(s for s in self.steps[d.id] if s.key == d.starts_with)) for d in self.current
+        ]
 
     @property
     def step_spans(self) -> set[str]:
         """The span names any step matches: the spans whose attributes the status may read."""
-        steps = [step for definition in self.pinned.values() for step in definition.steps.all()]
+        steps = [step for found in self.steps.values() for step in found]
         return {step.match["span"] for step in steps if "span" in step.match}
 
     def by_id(self, definition_id: int | None) -> FlowDefinition | None:
@@ -145,19 +222,19 @@ class _Definitions:
     def match(self, facts: list[Fact]) -> FlowDefinition | None:
         """The definition whose first step the flow's earliest fact shows."""
         for fact in sorted(facts, key=lambda fact: fact.at):
-            for definition in self.current:
-                first = next(s for s in definition.steps.all() if s.key == definition.starts_with)
+            for definition, first in self.firsts:
                 if step_done_by(first, fact):
                     return definition
         return None
 
 
 def _instance(
-    flow: FlowFacts, facts: list[Fact], definition: FlowDefinition | None, now: datetime
-) -> FlowInstance:
-    steps = list(definition.steps.all()) if definition else None
+    flow: FlowFacts, facts: list[Fact], counts: _Counts, definition: FlowDefinition | None,
+    steps: list[FlowStep] | None, now: datetime,
+) -> FlowInstance:  # fmt: skip
     starts_with = definition.starts_with if definition else ""
     summary: Summary = summarize(facts=facts, steps=steps, starts_with=starts_with, now=now)
+    systems = counts.systems | {fact.system for fact in facts}
     return FlowInstance(
         correlation_id=flow.correlation_id, definition=definition, status=summary.status,
         started_at=summary.started_at, last_activity_at=summary.last_activity_at,
@@ -165,9 +242,9 @@ def _instance(
         sentence=summary.sentence, due_at=summary.due_at,
         steps={key: state.as_json() for key, state in summary.steps.items()},
         steps_done=[key for key, state in summary.steps.items() if state.state == "done"],
-        systems=sorted({fact.system for fact in facts}), deadline_missed=summary.deadline_missed,
-        span_count=len(flow.spans), record_count=len(flow.records),
-        dead_letter_count=len(flow.dead_letters), trace_count=len(flow.traces), updated_at=now,
+        systems=sorted(systems), deadline_missed=summary.deadline_missed,
+        span_count=counts.spans, record_count=len(flow.records),
+        dead_letter_count=len(flow.dead_letters), trace_count=counts.traces, updated_at=now,
     )  # fmt: skip
 
 
