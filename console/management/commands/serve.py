@@ -67,15 +67,16 @@ class Command(BaseCommand):
             self._prepare()
             demo = demo_prepare(port=options["port"]) if options["demo"] else None
             env = {**self._child_environment(), **(demo.environment if demo else {})}
+            url = f"http://{options['host']}:{options['port']}"
             commands = self._commands(options)
             if demo and (consumer := demo.dead_letter_consumer_command()):
                 commands["dead-letters"] = consumer
+            if demo:  # it makes its history while the web server boots, and sends it once up
+                commands["simulator"] = demo.simulator_command(url)
             for name, command in commands.items():
                 children[name] = subprocess.Popen(command, env=env)  # noqa: S603 - our own fixed commands
-            url = f"http://{options['host']}:{options['port']}"
             self._announce_when_up(url, children)
             if demo and not self.stopping:
-                children["simulator"] = subprocess.Popen(demo.simulator_command(url), env=env)  # noqa: S603
                 self.stdout.write(self._demo_words(demo))
             exit_code = self._watch(children)
         finally:
