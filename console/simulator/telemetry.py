@@ -92,6 +92,9 @@ class Services:
             )
             provider.add_span_processor(_Gate(self, processor))
             self.providers[name] = provider
+        self.tracers = {
+            name: p.get_tracer("tideline.simulator") for name, p in self.providers.items()
+        }
 
     @staticmethod
     def _exporter(url: str, token: str) -> OTLPSpanExporter:
@@ -135,7 +138,7 @@ class Services:
         if correlation:
             values[CORRELATION] = correlation
         links = [Link(trace.get_current_span(_extract(hop)).get_span_context()) for hop in linked]
-        tracer = self.providers[service].get_tracer("tideline.simulator")
+        tracer = self.tracers[service]
         span = tracer.start_span(
             name,
             context=context,
