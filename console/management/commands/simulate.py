@@ -118,8 +118,14 @@ class Command(BaseCommand):
         try:
             engine.history_make()
             self._wait_for_tideline(options["url"])
+            # The HTTP targets answer at once: the tour's flows arrive first, and an operator
+            # may replay one while older days are still being sent. The queue's consumer
+            # waits for the history, whose certificates it would take before they died.
+            http, queues = receivers[:1], receivers[1:]
+            for receiver in http:
+                receiver.start()
             engine.history_send()
-            for receiver in receivers:
+            for receiver in queues:
                 receiver.start()
             engine.live(duration=options["duration"])
         except KeyboardInterrupt:
