@@ -87,4 +87,4 @@ def _send(engine: Engine, records: list[dict[str, Any]], spans: list[ReadableSpa
         engine.sink.post(records)
     if spans:
         engine.services.export(spans)
-    engine.progress_show()
+    engine.catch_up()

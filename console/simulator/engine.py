@@ -120,10 +120,7 @@ class Engine:
         self._recurring(world.now, INVOICE_EVERY, self.orders.invoice_batch)
         self._next_order(world.now)
         while ends_at is None or _now() < ends_at:
-            self._take_arrivals()
-            self._play_until(_now())
-            self.sink.flush()
-            self._show()
+            self.catch_up()
             time.sleep(0.2)
         self.close()
 
@@ -176,7 +173,12 @@ class Engine:
             action()
             self._show()
 
-    def progress_show(self) -> None:
+    def catch_up(self) -> None:
+        """What the targets received and what fell due until now, sent; between the history's
+        batches too, so a flow replayed early moves on while older days still arrive."""
+        self._take_arrivals()
+        self._play_until(_now())
+        self.sink.flush()
         self._show()
 
     def _show(self, *, force: bool = False) -> None:
