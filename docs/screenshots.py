@@ -121,7 +121,7 @@ def flow_sentence(page: Any) -> str:
 
 def tour(page: Any) -> None:
     page.goto("/")
-    save(page, "dashboard")
+    save(page, "dashboard", full_page=True)  # the trouble lists sit below the counts
     # Support: the search box, then order 4711's page and the sentence that says why.
     page.get_by_role("searchbox").first.fill(ORDER)
     page.get_by_role("searchbox").first.press("Enter")
@@ -134,6 +134,7 @@ def tour(page: Any) -> None:
     page.wait_for_url("**/dead-letters/*")
     page.get_by_role("button", name="Replay", exact=True).click()
     page.locator("#replays .attempt-state-delivered").wait_for(timeout=60_000)
+    page.locator("#replays").scroll_into_view_if_needed()
     save(page, "operator-replayed")
     deadline = time.monotonic() + 180
     while "Completed" not in flow_sentence(page) and time.monotonic() < deadline:
@@ -151,9 +152,9 @@ def tour(page: Any) -> None:
     save(page, "admin-flow-definitions")
 
 
-def save(page: Any, name: str) -> None:
+def save(page: Any, name: str, *, full_page: bool = False) -> None:
     path = OUT / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
+    page.screenshot(path=str(path), full_page=full_page)
     print(f"saved {path.relative_to(ROOT)}")
 
 

@@ -1,10 +1,11 @@
 """What `serve --demo` adds: the example flows, the simulator and its targets.
 
 Try-out mode shows a living console: the seafood company's flow definitions, owners and
-example alert rules are loaded, the targets the simulator runs are declared as replay destinations that
-deduplicate, and once the web server answers the simulator starts as one more child. When
-RabbitMQ is reachable, QMS's dead letters go through its dead-letter queue and a
-`consume_dead_letters` child stores them; else through the dead-letter API.
+example alert rules are loaded, the targets the simulator runs are declared as replay
+destinations that deduplicate, and the simulator starts as one more child (it makes its
+history while the web server boots and sends it once the server answers). When RabbitMQ is
+reachable, QMS's dead letters go through its dead-letter queue and a `consume_dead_letters`
+child stores them; else through the dead-letter API.
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ def demo_prepare(*, port: int) -> Demo:
         seed=0 if fresh else None,
     )  # fmt: skip
     prefixes = [demo.targets_origin]
+    # Children read the broker from TIDELINE_AMQP_URL; one set but not answering is emptied
+    # for them, so the simulator sends dead letters through the API instead of failing.
+    demo.environment["TIDELINE_AMQP_URL"] = demo.amqp_url or ""
     if demo.amqp_url is not None:
         prefixes.append("amqp://127.0.0.1/%2F/queue/")
-        demo.environment["TIDELINE_AMQP_URL"] = demo.amqp_url
     for prefix in prefixes:
         Destination.objects.update_or_create(
             address_prefix=prefix,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
+from console.simulator.backfill import backfill_send
 from console.simulator.failures import AmqpDeadLetters, ApiDeadLetters, Letter
 from console.simulator.orders import OrderToInvoice
 from console.simulator.records import RecordSink
@@ -60,6 +61,7 @@ class Engine:
         self.batches = BatchRelease(self)
         self.stock = StockSync(self)
         self._events: list[tuple[datetime, int, Callable[[], None]]] = []
+        self._letters_held: list[tuple[Letter, str, bool]] | None = None
         self._order = itertools.count()
         self._progress = progress
         self._phase = "history"
@@ -70,6 +72,12 @@ class Engine:
         heapq.heappush(self._events, (when, next(self._order), action))
 
     def dead_letter(self, letter: Letter, *, path: str, http_only: bool = False) -> None:
+        if self._letters_held is not None:
+            self._letters_held.append((letter, path, http_only))
+        else:
+            self.dead_letter_send(letter, path, http_only)
+
+    def dead_letter_send(self, letter: Letter, path: str, http_only: bool) -> None:
         if self.amqp_letters is not None and not http_only:
             self.amqp_letters.die(letter)
         else:
@@ -79,9 +87,13 @@ class Engine:
     def dead_letters_sent(self) -> int:
         return self.api_letters.sent + (self.amqp_letters.sent if self.amqp_letters else 0)
 
-    def history(self) -> None:
-        """Everything of the planned world up to its `now`, backdated."""
+    def history_make(self) -> None:
+        """Everything of the planned world up to its `now`, backdated, made at once and held
+        for `history_send`. Nothing here talks to Tideline, so it may not be up yet."""
         world = self.world
+        self.sink.hold()
+        self.services.hold()
+        self._letters_held = []
         for order in world.orders:
             self.orders.start(order)
         for batch in world.batches:
@@ -91,8 +103,11 @@ class Engine:
         for at in ticks(world.start, world.now, INVOICE_EVERY):
             self.at(at, lambda at=at: self.orders.invoice_batch(at))  # type: ignore[misc]
         self._play_until(world.now)
-        self.sink.flush()
-        self.services.flush()
+
+    def history_send(self) -> None:
+        """The history made: the tour's flows first, the rest newest first (backfill)."""
+        letters, self._letters_held = self._letters_held or [], None
+        backfill_send(self, records=self.sink.take(), spans=self.services.take(), letters=letters)
         self._show(force=True)
 
     def live(self, *, duration: timedelta | None) -> None:
@@ -105,10 +120,7 @@ class Engine:
         self._recurring(world.now, INVOICE_EVERY, self.orders.invoice_batch)
         self._next_order(world.now)
         while ends_at is None or _now() < ends_at:
-            self._take_arrivals()
-            self._play_until(_now())
-            self.sink.flush()
-            self._show()
+            self.catch_up()
             time.sleep(0.2)
         self.close()
 
@@ -160,6 +172,14 @@ class Engine:
             _, _, action = heapq.heappop(self._events)
             action()
             self._show()
+
+    def catch_up(self) -> None:
+        """What the targets received and what fell due until now, sent; between the history's
+        batches too, so a flow replayed early moves on while older days still arrive."""
+        self._take_arrivals()
+        self._play_until(_now())
+        self.sink.flush()
+        self._show()
 
     def _show(self, *, force: bool = False) -> None:
         moment = time.monotonic()

@@ -34,6 +34,7 @@ class RecordSink:
         )
         self.run_key = run_key
         self.pending: list[dict[str, Any]] = []
+        self.holding = False
         self.sent = 0
         self._made = 0
 
@@ -61,14 +62,25 @@ class RecordSink:
             **fields,
         }  # fmt: skip
         self.pending.append(record)
-        if len(self.pending) >= BATCH_SIZE:
+        if len(self.pending) >= BATCH_SIZE and not self.holding:
             self.flush()
+
+    def hold(self) -> None:
+        """Keep what is added until `take`: the history is sent in an order of its own."""
+        self.holding = True
+
+    def take(self) -> list[dict[str, Any]]:
+        taken, self.pending, self.holding = self.pending, [], False
+        return taken
 
     def flush(self) -> None:
         while self.pending:
             batch, self.pending = self.pending[:BATCH_SIZE], self.pending[BATCH_SIZE:]
-            self._post(batch)
-            self.sent += len(batch)
+            self.post(batch)
+
+    def post(self, batch: list[dict[str, Any]]) -> None:
+        self._post(batch)
+        self.sent += len(batch)
 
     def _post(self, batch: list[dict[str, Any]]) -> None:
         for delay in (*RETRY_DELAYS, None):

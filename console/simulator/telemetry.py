@@ -19,8 +19,8 @@ from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -46,30 +46,76 @@ def _nanos(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000) * 1000
 
 
+class SpansRefused(Exception):
+    """Tideline did not take a batch of the history's spans, even after the exporter's retries."""
+
+
+class _Gate(SpanProcessor):
+    """Passes ended spans to the batch processor, or holds them while the history is made."""
+
+    def __init__(self, services: Services, processor: BatchSpanProcessor) -> None:
+        self.services, self.processor = services, processor
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.processor.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.services.held is not None:
+            self.services.held.append(span)
+        else:
+            self.processor.on_end(span)
+
+    def shutdown(self) -> None:
+        self.processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.processor.force_flush(timeout_millis)
+
+
 class Services:
     """The six systems' tracer providers, exporting to one Tideline with one ingest token."""
 
     def __init__(self, *, url: str, token: str) -> None:
         self.spans_made = 0
+        self.held: list[ReadableSpan] | None = None
         self.providers: dict[str, TracerProvider] = {}
+        self.exporter = self._exporter(url, token)  # the history's, sent in an order of its own
         for name in SERVICES:
             provider = TracerProvider(
                 resource=Resource.create({"service.name": name, "service.namespace": "seafood"})
             )
-            exporter = OTLPSpanExporter(
-                endpoint=f"{url.rstrip('/')}/v1/traces",
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=EXPORT_TIMEOUT_SECONDS,
+            processor = BatchSpanProcessor(
+                self._exporter(url, token),
+                max_queue_size=QUEUE_SIZE,
+                schedule_delay_millis=500,
+                max_export_batch_size=512,
             )
-            provider.add_span_processor(
-                BatchSpanProcessor(
-                    exporter,
-                    max_queue_size=QUEUE_SIZE,
-                    schedule_delay_millis=500,
-                    max_export_batch_size=512,
-                )
-            )
+            provider.add_span_processor(_Gate(self, processor))
             self.providers[name] = provider
+        self.tracers = {
+            name: p.get_tracer("tideline.simulator") for name, p in self.providers.items()
+        }
+
+    @staticmethod
+    def _exporter(url: str, token: str) -> OTLPSpanExporter:
+        return OTLPSpanExporter(
+            endpoint=f"{url.rstrip('/')}/v1/traces",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=EXPORT_TIMEOUT_SECONDS,
+        )
+
+    def hold(self) -> None:
+        """Keep the spans that end from now on until `take`, instead of exporting them."""
+        self.held = []
+
+    def take(self) -> list[ReadableSpan]:
+        taken, self.held = self.held or [], None
+        return taken
+
+    def export(self, spans: list[ReadableSpan]) -> None:
+        """Export held spans of any of the services in one OTLP request (retried by the exporter)."""
+        if self.exporter.export(spans) is not SpanExportResult.SUCCESS:
+            raise SpansRefused(f"Tideline did not take {len(spans)} spans of the history")
 
     def span(
         self,
@@ -92,7 +138,7 @@ class Services:
         if correlation:
             values[CORRELATION] = correlation
         links = [Link(trace.get_current_span(_extract(hop)).get_span_context()) for hop in linked]
-        tracer = self.providers[service].get_tracer("tideline.simulator")
+        tracer = self.tracers[service]
         span = tracer.start_span(
             name,
             context=context,
@@ -117,6 +163,7 @@ class Services:
     def shutdown(self) -> None:
         for provider in self.providers.values():
             provider.shutdown()
+        self.exporter.shutdown()
 
 
 def _extract(hop: Hop) -> Context:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -64,18 +65,18 @@ class Command(BaseCommand):
         children: dict[str, subprocess.Popen[bytes]] = {}
         exit_code = 0
         try:
-            self._prepare()
-            demo = demo_prepare(port=options["port"]) if options["demo"] else None
+            demo = self._prepare(demo=options["demo"], port=options["port"])
             env = {**self._child_environment(), **(demo.environment if demo else {})}
+            url = f"http://{options['host']}:{options['port']}"
             commands = self._commands(options)
             if demo and (consumer := demo.dead_letter_consumer_command()):
                 commands["dead-letters"] = consumer
+            if demo:  # it makes its history while the web server boots, and sends it once up
+                commands["simulator"] = demo.simulator_command(url)
             for name, command in commands.items():
                 children[name] = subprocess.Popen(command, env=env)  # noqa: S603 - our own fixed commands
-            url = f"http://{options['host']}:{options['port']}"
             self._announce_when_up(url, children)
             if demo and not self.stopping:
-                children["simulator"] = subprocess.Popen(demo.simulator_command(url), env=env)  # noqa: S603
                 self.stdout.write(self._demo_words(demo))
             exit_code = self._watch(children)
         finally:
@@ -94,9 +95,19 @@ class Command(BaseCommand):
     def _ask_to_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
-    def _prepare(self) -> None:
-        call_command("migrate", interactive=False, verbosity=0)
-        call_command("collectstatic", interactive=False, verbosity=0)
+    def _prepare(self, *, demo: bool, port: int) -> Demo | None:
+        # Collecting (and compressing) the static files needs no database: it runs beside the
+        # migrations, which mostly wait for PostgreSQL.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            statics = pool.submit(call_command, "collectstatic", interactive=False, verbosity=0)
+            call_command("migrate", interactive=False, verbosity=0)
+            self._first_admin()
+            prepared = demo_prepare(port=port) if demo else None
+            statics.result()
+        connections.close_all()  # children open their own; this process holds none while it waits
+        return prepared
+
+    def _first_admin(self) -> None:
         if not get_user_model().objects.exists():
             password = secrets.token_urlsafe(12)
             user_create(username="admin", role=Role.ADMIN, password=password, actor="serve")
@@ -105,7 +116,6 @@ class Command(BaseCommand):
                     f"First admin account: admin / {password}  (shown only this once)"
                 )
             )
-        connections.close_all()  # children open their own; this process holds none while it waits
 
     def _child_environment(self) -> dict[str, str]:
         metrics_dir = Path(settings.TIDELINE_HOME) / "metrics"

@@ -16,10 +16,12 @@ import re
 import secrets
 import signal
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+import httpx
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -29,6 +31,7 @@ from console.simulator.world import world_plan
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+WAIT_FOR_TIDELINE_SECONDS = 600
 
 
 def duration(raw: str) -> timedelta:
@@ -113,8 +116,16 @@ class Command(BaseCommand):
         engine = Engine(world, connections, progress=sys.stderr)
         engine.arrivals = arrivals
         try:
-            engine.history()
-            for receiver in receivers:
+            engine.history_make()
+            self._wait_for_tideline(options["url"])
+            # The HTTP targets answer at once: the tour's flows arrive first, and an operator
+            # may replay one while older days are still being sent. The queue's consumer
+            # waits for the history, whose certificates it would take before they died.
+            http, queues = receivers[:1], receivers[1:]
+            for receiver in http:
+                receiver.start()
+            engine.history_send()
+            for receiver in queues:
                 receiver.start()
             engine.live(duration=options["duration"])
         except KeyboardInterrupt:
@@ -127,6 +138,19 @@ class Command(BaseCommand):
             f"{len(world.stock_runs)} stock exports: {engine.services.spans_made} spans, "
             f"{engine.sink.sent} records, {engine.dead_letters_sent} dead letters."
         )
+
+    def _wait_for_tideline(self, url: str) -> None:
+        """Under `serve --demo` the simulator starts with the web server and makes its history
+        while the server boots; what it made is sent once Tideline answers."""
+        deadline = time.monotonic() + WAIT_FOR_TIDELINE_SECONDS
+        while True:
+            try:
+                httpx.get(f"{url.rstrip('/')}/healthz", timeout=5).raise_for_status()
+                return
+            except httpx.HTTPError as error:
+                if time.monotonic() > deadline:
+                    raise CommandError(f"Tideline does not answer at {url}: {error}") from None
+                time.sleep(0.5)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

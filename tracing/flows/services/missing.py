@@ -1,6 +1,6 @@
 """Non-events: a scheduled run that did not come, a window whose volume fell short.
 
-Nothing crashes when the stock export stops on Friday night; beat runs this every minute
+Nothing crashes when the stock export stops on Friday night; beat runs this every 15 s
 and turns the silence into a `Missing` row with a sentence, cleared when a run arrives.
 """
 
