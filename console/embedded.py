@@ -325,6 +325,11 @@ def stop_redis(home: Path) -> None:
         time.sleep(0.05)
 
 
+def try_out() -> bool:
+    """Try-out mode: this process runs on the embedded PostgreSQL (DATABASE_URL was unset)."""
+    return "database" in os.environ.get("TIDELINE_EMBEDDED", "")
+
+
 def stop_services(home: Path | None = None) -> None:
     """Stop what `provide_services` started in this environment; data stays on disk."""
     home = home or tideline_home()

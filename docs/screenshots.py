@@ -52,7 +52,7 @@ def main() -> None:
 def demo_start(home: str, port: int) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "manage.py", "serve", "--demo", "--port", str(port)]
     server = subprocess.Popen(  # noqa: S603 - our own command
-        command, cwd=ROOT, env={**os.environ, "TIDELINE_HOME": home},
+        command, cwd=ROOT, env={**_try_out(os.environ), "TIDELINE_HOME": home},
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert server.stdout is not None
@@ -61,6 +61,12 @@ def demo_start(home: str, port: int) -> tuple[subprocess.Popen[str], str]:
         if found := re.search(r"admin / (\S+)", line):
             return server, found[1]
     raise SystemExit("serve --demo exited before printing the admin password")
+
+
+def _try_out(environment: os._Environ[str]) -> dict[str, str]:
+    """The environment without a database or broker of its own: serve --demo's try-out mode."""
+    own = {"DATABASE_URL", "REDIS_URL", "TIDELINE_EMBEDDED", "TIDELINE_MIGRATE_DATABASE_URL"}
+    return {key: value for key, value in environment.items() if key not in own}
 
 
 def shoot(url: str, password: str) -> None:

@@ -24,6 +24,8 @@ from console.simulator.failures import queue_arguments
 SEAFOOD = Path(__file__).resolve().parents[2] / "tracing" / "flows" / "fixtures" / "seafood.yaml"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 QUEUE = "qms.certificates"
+SIMULATOR_SENDER = "simulator"
+SIMULATOR_TOKEN_VARIABLE = "TIDELINE_SIMULATOR_TOKEN"  # noqa: S105 - a variable's name, not a secret
 MANAGE = str(Path(__file__).resolve().parents[2] / "manage.py")
 # The example alert rules: what the seafood company wants to hear about. Each tells the owner
 # of the flow or system concerned (their e-mail, from seafood.yaml).
@@ -53,9 +55,10 @@ class Demo:
         return f"http://127.0.0.1:{self.targets_port}/"
 
     def simulator_command(self, url: str) -> list[str]:
+        # The token reaches the child through TIDELINE_SIMULATOR_TOKEN (`environment`): on the
+        # command line any local user could read it.
         return [
-            sys.executable, MANAGE, "simulate", "--url", url, "--token", self.token,
-            "--targets", "--targets-port", str(self.targets_port), "--amqp-queue", QUEUE,
+            sys.executable, MANAGE, "simulate", "--url", url, "--targets", "--targets-port", str(self.targets_port), "--amqp-queue", QUEUE,
             *(["--seed", str(self.seed)] if self.seed is not None else []),
         ]  # fmt: skip
 
@@ -78,6 +81,7 @@ def demo_prepare(*, port: int) -> Demo:
         token=_ingest_token(), targets_port=port + 1, amqp_url=_rabbitmq(),
         seed=0 if fresh else None,
     )  # fmt: skip
+    demo.environment[SIMULATOR_TOKEN_VARIABLE] = demo.token
     prefixes = [demo.targets_origin]
     # Children read the broker from TIDELINE_AMQP_URL; one set but not answering is emptied
     # for them, so the simulator sends dead letters through the API instead of failing.
@@ -113,9 +117,16 @@ def demo_alert_rules_load() -> None:
 
 
 def _ingest_token() -> str:
+    """A new token for the simulator; the one an earlier start issued is revoked, so tokens
+    do not pile up start after start."""
+    from console.models import IngestToken
+    from console.services import ingest_token_revoke
+
+    for earlier in IngestToken.objects.filter(sender=SIMULATOR_SENDER, revoked_at__isnull=True):
+        ingest_token_revoke(token=earlier, actor="serve --demo")
     out = io.StringIO()
     call_command(
-        "ingest_token", "create", "--sender", "simulator", stdout=out, stderr=io.StringIO()
+        "ingest_token", "create", "--sender", SIMULATOR_SENDER, stdout=out, stderr=io.StringIO()
     )
     return out.getvalue().strip().splitlines()[-1]
 

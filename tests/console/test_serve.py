@@ -132,3 +132,20 @@ def test_serve_no_embedded_refuses_without_urls(tmp_path: Path) -> None:
         == "Tideline: DATABASE_URL and REDIS_URL not set and --no-embedded given; refusing to start."
     )
     assert not (tmp_path / "pgdata").exists()
+
+
+def test_demo_is_refused_on_a_real_database(tmp_path: Path) -> None:
+    """--demo would pour a simulated company into an installation's own database."""
+    environment = {key: value for key, value in os.environ.items() if key != "TIDELINE_EMBEDDED"}
+    refused = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--demo", "--port", str(free_port())],
+        cwd=ROOT,
+        env={**environment, "TIDELINE_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "runs only in try-out mode" in refused.stderr
+    assert "Traceback" not in refused.stderr

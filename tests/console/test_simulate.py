@@ -25,6 +25,7 @@ from django.utils import timezone
 from kombu import Connection
 
 from console.access import Role
+from console.models import IngestToken
 from console.services import api_token_create
 from console.simulator.world import world_plan
 from replay.models import Destination
@@ -307,6 +308,12 @@ def test_serve_demo_loads_the_example_alert_rules_once(db: Any) -> None:
     rules["Orders stalled"].is_active = False
     rules["Orders stalled"].save()
 
-    demo_prepare(port=processes.free_port())  # the next start leaves an admin's changes be
+    second = demo_prepare(port=processes.free_port())  # it leaves an admin's changes be
     assert AlertRule.objects.count() == len(ALERT_RULES)
     assert not AlertRule.objects.get(name="Orders stalled").is_active
+    # The simulator's token goes to it in its environment, never on its command line, and
+    # only the latest start's token still works.
+    assert second.token not in " ".join(second.simulator_command("http://127.0.0.1:8000"))
+    assert second.environment["TIDELINE_SIMULATOR_TOKEN"] == second.token
+    live = IngestToken.objects.filter(sender="simulator", revoked_at__isnull=True)
+    assert [token.prefix for token in live] == [second.token[: len(live[0].prefix)]]

@@ -278,12 +278,14 @@ def test_a_long_group_keeps_the_lease_of_what_it_already_sent(
         attempt.save(force_insert=True)
         attempts.append(str(attempt.id))
     claimed_at = timezone.now()
-    group = threading.Thread(
-        target=lambda: (
-            replay_send_group(attempt_ids=attempts, now=claimed_at),
-            connection.close(),
-        )
-    )
+
+    def send_the_group() -> None:
+        try:
+            replay_send_group(attempt_ids=attempts, now=claimed_at)
+        finally:
+            connection.close()
+
+    group = threading.Thread(target=send_the_group)
     group.start()
     wait_until(lambda: len(receiver.deliveries) >= 18, seconds=60)  # renewed after ~15 s
 

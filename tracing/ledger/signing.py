@@ -6,7 +6,6 @@ the log it belongs to and a key from another installation cannot pass for this o
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 from functools import cache
@@ -14,12 +13,9 @@ from functools import cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from console.embedded import try_out
 from console.env import secret_kept
 from tracing.ledger.note import NoteError, SigningKey, signing_key_generate, signing_key_parse
-
-
-def _try_out() -> bool:
-    return "database" in os.environ.get("TIDELINE_EMBEDDED", "")
 
 
 @cache
@@ -34,7 +30,7 @@ def signing_key() -> SigningKey:
     configured = settings.TIDELINE_SIGNING_KEY
     if configured:
         return _key_from(configured)
-    if not _try_out():
+    if not try_out():
         raise ImproperlyConfigured(
             "TIDELINE_SIGNING_KEY is not set: checkpoints cannot be signed. Make one with "
             "`python manage.py ledger keygen` and keep it like a password."

@@ -26,11 +26,11 @@ import psutil
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from console.access import Role
-from console.embedded import stop_services
+from console.embedded import stop_services, try_out
 from console.servers import web_server_command
 from console.services import user_create
 from console.simulator.demo import Demo, demo_prepare
@@ -65,6 +65,11 @@ class Command(BaseCommand):
         children: dict[str, subprocess.Popen[bytes]] = {}
         exit_code = 0
         try:
+            if options["demo"] and not try_out():
+                raise CommandError(
+                    "--demo feeds a simulated seafood company into the database, so it runs only "
+                    "in try-out mode (DATABASE_URL unset: the embedded PostgreSQL in TIDELINE_HOME)."
+                )
             demo = self._prepare(demo=options["demo"], port=options["port"])
             env = {**self._child_environment(), **(demo.environment if demo else {})}
             url = f"http://{options['host']}:{options['port']}"

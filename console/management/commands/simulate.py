@@ -55,7 +55,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="Tideline's base URL")
         parser.add_argument(
-            "--token", help="an ingest token; without it one is created for sender 'simulator'"
+            "--token",
+            help="an ingest token (or TIDELINE_SIMULATOR_TOKEN, kept off the command line); "
+            "without either one is created for sender 'simulator'",
         )
         parser.add_argument(
             "--rate", type=positive_rate, default=0.5, help="orders a minute (default 0.5)"
@@ -94,7 +96,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         signal.signal(signal.SIGTERM, self._stop)
         seed = options["seed"] if options["seed"] is not None else secrets.randbelow(10_000)
-        token = options["token"] or self._token()
+        token = options["token"] or os.environ.get("TIDELINE_SIMULATOR_TOKEN") or self._token()
         now = datetime.now(UTC)
         world = world_plan(
             seed=seed, now=now, history=options["history"], rate_per_minute=options["rate"]
