@@ -54,7 +54,7 @@ def _digests(**named: bytes | memoryview | str | None) -> dict[str, str]:
 
 
 def ids_literal(ids: Iterable[int]) -> str:
-    """A bigint[] literal: for tens of thousands of ids, a fraction of what adapting a
+    """An integer array literal: for tens of thousands of ids, a fraction of what adapting a
     list costs."""
     return "{" + ",".join(map(str, ids)) + "}"
 

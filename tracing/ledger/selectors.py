@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connection
 
 from tracing.ledger import merkle
+from tracing.ledger.entries import ids_literal
 from tracing.ledger.merkle import LeafRange, Piece
 from tracing.ledger.models import Checkpoint, VerificationRun
 
@@ -107,9 +108,9 @@ def inclusion_at(index: int, size: int) -> Inclusion:
             INCLUSION_SQL,
             [
                 index,
-                _literal(leaves),
-                _literal(lv for lv, _ in nodes),
-                _literal(i for _, i in nodes),
+                ids_literal(leaves),
+                ids_literal(lv for lv, _ in nodes),
+                ids_literal(i for _, i in nodes),
             ],
         )
         rows = cursor.fetchall()
@@ -121,7 +122,7 @@ def inclusion_at(index: int, size: int) -> Inclusion:
             entry = (bytes(body), bytes(digest))
         else:
             found[(level, position)] = bytes(digest)
-    if not ranges or size > last + 1:
+    if not 0 <= index < size or size > last + 1:  # a one-entry tree's proof is empty: valid
         return Inclusion(last + 1, entry, None)
 
     def lookup(piece: Piece) -> bytes:
@@ -131,10 +132,6 @@ def inclusion_at(index: int, size: int) -> Inclusion:
             raise MissingNode(f"subtree {piece} is not stored") from None
 
     return Inclusion(last + 1, entry, [merkle.range_hash(leaves, lookup) for leaves in ranges])
-
-
-def _literal(numbers: Iterable[int]) -> str:
-    return "{" + ",".join(map(str, numbers)) + "}"
 
 
 def consistency_proof(first: int, second: int) -> list[bytes]:

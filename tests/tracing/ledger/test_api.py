@@ -61,6 +61,10 @@ def test_inclusion_and_consistency_proofs_verify_against_checkpoints(auditor) ->
     leaf = merkle.leaf_hash(proof["entry"].encode())
     path = [b64(h) for h in proof["path"]]
     assert merkle.inclusion_verify(leaf, 13, 14, path, b64(first["root"]))
+    # The first tree of all, one entry: its proof is empty, and valid.
+    proof = auditor.get("/api/v1/ledger/proof/inclusion?index=0&size=1").json()
+    leaf = merkle.leaf_hash(proof["entry"].encode())
+    assert proof["path"] == [] and merkle.inclusion_verify(leaf, 0, 1, [], leaf)
     proof = auditor.get("/api/v1/ledger/proof/consistency?from=14&to=15").json()
     path = [b64(h) for h in proof["path"]]
     assert merkle.consistency_verify(14, 15, b64(first["root"]), b64(second["root"]), path)
