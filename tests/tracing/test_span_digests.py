@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -12,6 +13,8 @@ from tests.tracing.seafood import Runtime, definitions_load, new_trace
 from tracing.flows.models import FlowInstance
 from tracing.flows.selectors import flows_facts
 from tracing.flows.services.summary import flows_recompute, flows_summarize
+from tracing.ingest.partitions import partitions_ensure_all
+from tracing.ledger.retention import retention_run
 
 pytestmark = pytest.mark.django_db
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -107,3 +110,27 @@ def test_an_order_in_a_shared_batch_trace_is_read_whole_again(runtime: Runtime) 
     assert after["span_count"] == 4  # order.create, the batch, its item, and now the render
     flows_recompute(correlation_ids=["7003"], now=NOW)
     assert shown("7003") == after
+
+
+def test_after_retention_drops_spans_a_record_reads_its_flow_whole(
+    runtime: Runtime, settings: Any
+) -> None:
+    """A digest may name spans retention has dropped: the next record recomputes the flow
+    from what is still stored, as a full recompute would, not from the digest."""
+    settings.TIDELINE_SPAN_RETENTION_DAYS = 40
+    partitions_ensure_all(now=NOW)  # spans and records may start 40 days back
+    long_ago = NOW - timedelta(days=35)
+    runtime.order("7100", long_ago, until="production.notify")
+    runtime.send()
+    flows_summarize(now=NOW)
+    assert FlowInstance.objects.get(correlation_id="7100").span_count > 0
+
+    settings.TIDELINE_SPAN_RETENTION_DAYS = 30
+    retention_run(now=NOW)
+    runtime.record("QMS", "certificate.approve", "delivered", NOW - timedelta(hours=1),
+                   correlation="7100")  # fmt: skip
+    runtime.send()
+    after, read_spans = summarize_reading_spans("7100")
+
+    assert read_spans
+    assert after["span_count"] == 0  # what is stored now, not what the digest remembered

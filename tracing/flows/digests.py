@@ -146,6 +146,14 @@ def span_digests_save(digests: dict[str, bytes]) -> None:
         )
 
 
+def span_digests_forget() -> int:
+    """After spans were dropped by retention: every digest may name spans that are gone, so
+    each flow is read whole on its next update, as a full recompute would see it."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM flows_spandigest")
+        return cursor.rowcount
+
+
 def flows_beside_spans(digests: dict[str, SpanDigest]) -> dict[str, FlowFacts]:
     """The flows' records and dead letters, read afresh; their spans stand in the digests."""
     return flows_records_and_dead_letters(

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from console.services import journal_append
+from tracing.flows.digests import span_digests_forget
 from tracing.ingest.models import DeadLetter
 from tracing.ingest.partitions import (
     SPAN_TABLE,
@@ -96,6 +97,8 @@ def span_partitions_drop(*, now: datetime) -> list[str]:
                 cursor.execute(f'DROP TABLE IF EXISTS "{name}"')
                 dropped.append(name)
     stored_range_forget()
+    if dropped:
+        span_digests_forget()
     return dropped
 
 
