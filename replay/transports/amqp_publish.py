@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import struct
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -44,6 +45,9 @@ _AMQP_PROPERTIES = (
     "content_encoding", "correlation_id", "reply_to", "expiration", "message_id", "timestamp",
     "type", "user_id", "app_id", "cluster_id", "priority",
 )  # fmt: skip
+# A header AMQP cannot carry (an integer past 64 bits, a type it has no field for): raised
+# while the message is encoded, before any byte of it is written.
+UNENCODABLE = (struct.error, TypeError, ValueError, OverflowError)
 _BASIC_PUBLISH = (60, 40)  # the method a channel error names when a publish caused it
 
 
@@ -163,6 +167,12 @@ class _Group:
             except ChannelError as error:  # over an earlier message: this one was not written
                 self.closed = error
                 return
+            except UNENCODABLE as error:  # py-amqp encodes a message whole before writing it
+                self.settled[n] = Outcome(
+                    FAILED, f"not sent to {self.where(n)}: its headers cannot be encoded for "
+                    f"AMQP ({error}); nothing was sent",
+                )  # fmt: skip
+                continue
             except lost as error:
                 self.torn, self.lost = n, error
                 return
