@@ -19,9 +19,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tracing.ledger import merkle
+from tracing.ledger import copy_rows, merkle
 from tracing.ledger.entries import PENDING_SQL, BuiltEntry, entries_built, ids_literal
-from tracing.ledger.models import Checkpoint, VerificationRun, WitnessPublication
+from tracing.ledger.models import Checkpoint, Kind, VerificationRun, WitnessPublication
 from tracing.ledger.note import VerifierKey, checkpoint_body, verifier_key_parse
 from tracing.ledger.selectors import piece_hashes, root_at_in, tree_size_in
 from tracing.ledger.signing import signing_key
@@ -34,12 +34,6 @@ ENTRY_COLUMNS = (
     "index", "body", "leaf_hash", "kind", "source_id", "at", "system", "correlation_id",
     "sequenced_at",
 )  # fmt: skip
-
-
-ENTRY_TYPES = (
-    "bigint", "bytea", "bytea", "text", "bigint", "timestamptz", "text", "text", "timestamptz",
-)  # fmt: skip
-NODE_TYPES = ("smallint", "bigint", "bytea")
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ def _sequence_batch(*, now: datetime, limit: int) -> tuple[int | None, int]:
         stored = piece_hashes(cursor, frontier)
         compact = merkle.CompactRange(size, [stored[piece] for piece in frontier])
         nodes = _entries_append(cursor, compact, built, now=now)
-        _copy_binary(cursor, "ledger_node", ("level", "index", "hash"), NODE_TYPES, nodes)
+        _nodes_append(cursor, nodes)
         cursor.execute(
             "DELETE FROM ledger_pendingentry WHERE id = ANY(%s::bigint[])",
             [ids_literal(row[0] for row in pending)],
@@ -94,27 +88,34 @@ def _entries_append(
     indexes one part while Python makes the next; returns the subtrees they complete."""
     nodes: list[tuple[int, int, bytes]] = []
     append, sha256, parse = compact.append, hashlib.sha256, datetime.fromisoformat
+    kinds = {kind: copy_rows.text(kind) for kind in Kind.values}
+    sequenced_at = copy_rows.timestamp(now)
     statement = f"COPY ledger_entry ({', '.join(ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
     with cursor.cursor.copy(statement) as copy:
-        copy.set_types(list(ENTRY_TYPES))
+        rows = bytearray(copy_rows.SIGNATURE)
         for index, entry in enumerate(built, start=compact.end):
             body = entry.body
             leaf = sha256(b"\x00" + body).digest()  # merkle.leaf_hash, inlined: the hot loop
             nodes.extend(append(leaf))
-            copy.write_row((index, body, leaf, entry.kind, entry.source_id, parse(entry.at),
-                            entry.system, entry.correlation_id, now))  # fmt: skip
+            rows += copy_rows.entry_row(
+                index, body, leaf, kinds[entry.kind], entry.source_id, parse(entry.at),
+                entry.system, entry.correlation_id, sequenced_at,
+            )  # fmt: skip
+            if len(rows) > copy_rows.FLUSH_AT:
+                copy.write(rows)
+                rows = bytearray()
+        copy.write(rows + copy_rows.TRAILER)
     return nodes
 
 
-def _copy_binary(
-    cursor: Any, table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: list[Any]
-) -> None:
-    """COPY in binary: half the server's work of text COPY for bytea (no hex to parse)."""
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    with cursor.cursor.copy(statement) as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
+def _nodes_append(cursor: Any, nodes: list[tuple[int, int, bytes]]) -> None:
+    with cursor.cursor.copy(
+        "COPY ledger_node (level, index, hash) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        node_row = copy_rows.node_row
+        copy.write(
+            b"".join([copy_rows.SIGNATURE, *(node_row(*node) for node in nodes), copy_rows.TRAILER])
+        )
 
 
 def ledger_checkpoint(*, now: datetime, force: bool = False) -> Checkpoint | None:
