@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # no flags, no header extension
 TRAILER = b"\xff\xff"
 NULL = b"\xff\xff\xff\xff"
-FLUSH_AT = 1 << 20  # bytes: PostgreSQL stores one part while Python packs the next
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)

@@ -209,19 +209,3 @@ def journal_built(cursor: Any, pending: list[PendingRow]) -> dict[int, BuiltEntr
             queued[journal_id], "journal", journal_id, at, None, None, canonical_entry(content)
         )
     return built
-
-
-def entries_built(cursor: Any, pending: list[PendingRow]) -> list[BuiltEntry]:
-    """The entries for queued rows, in queue order; a source row that no longer exists
-    (removed before it was sequenced) has no entry."""
-    by_kind: dict[str, list[PendingRow]] = {"record": [], "dead_letter": [], "journal": []}
-    for row in pending:
-        by_kind[row[1]].append(row)
-    found: dict[int, BuiltEntry] = {}
-    for entry in (
-        *records_built(cursor, by_kind["record"]).values(),
-        *dead_letters_built(cursor, by_kind["dead_letter"]).values(),
-        *journal_built(cursor, by_kind["journal"]).values(),
-    ):
-        found[entry.pending_id] = entry
-    return [found[row[0]] for row in pending if row[0] in found]

@@ -8,7 +8,10 @@ every subtree they complete, and the deletion of their queue rows — all or not
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+from collections.abc import Generator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +23,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from tracing.ledger import copy_rows, merkle
-from tracing.ledger.entries import PENDING_SQL, BuiltEntry, entries_built, ids_literal
+from tracing.ledger.entries import PENDING_SQL, BuiltEntry, ids_literal
+from tracing.ledger.entries_beside import entry_chunks
 from tracing.ledger.models import Checkpoint, Kind, VerificationRun, WitnessPublication
 from tracing.ledger.note import VerifierKey, checkpoint_body, verifier_key_parse
 from tracing.ledger.selectors import piece_hashes, root_at_in, tree_size_in
@@ -55,6 +59,7 @@ def ledger_sequence(*, now: datetime, batch: int | None = None, batches: int = 5
 
 def _sequence_batch(*, now: datetime, limit: int) -> tuple[int | None, int]:
     """(entries appended, tree size); None when another sequencer runs or the queue is empty."""
+    beside = not connection.in_atomic_block  # see entries_beside
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
         if not cursor.fetchone()[0]:
@@ -64,47 +69,55 @@ def _sequence_batch(*, now: datetime, limit: int) -> tuple[int | None, int]:
         size = tree_size_in(cursor)
         if not pending:
             return None, size
-        built = entries_built(cursor, pending)
-        if len(built) < len(pending):
-            logger.warning(
-                "ledger: %d queued rows no longer exist and get no entry", len(pending) - len(built)
-            )
         frontier = merkle.pieces(0, size)
         stored = piece_hashes(cursor, frontier)
         compact = merkle.CompactRange(size, [stored[piece] for piece in frontier])
-        nodes = _entries_append(cursor, compact, built, now=now)
+        nodes = _entries_append(
+            cursor, compact, entry_chunks(cursor, pending, beside=beside), now=now
+        )
+        appended = compact.end - size
+        if appended < len(pending):
+            logger.warning(
+                "ledger: %d queued rows no longer exist and get no entry", len(pending) - appended
+            )
         _nodes_append(cursor, nodes)
         cursor.execute(
             "DELETE FROM ledger_pendingentry WHERE id = ANY(%s::bigint[])",
             [ids_literal(row[0] for row in pending)],
         )
-    return len(built), size + len(built)
+    return appended, size + appended
 
 
 def _entries_append(
-    cursor: Any, compact: merkle.CompactRange, built: list[BuiltEntry], *, now: datetime
+    cursor: Any,
+    compact: merkle.CompactRange,
+    chunks: Generator[list[BuiltEntry], None, None],
+    *,
+    now: datetime,
 ) -> list[tuple[int, int, bytes]]:
     """COPY the entries while they are encoded and hashed, so that PostgreSQL stores and
-    indexes one part while Python makes the next; returns the subtrees they complete."""
+    indexes one part while Python makes the next; returns the subtrees they complete.
+    The chunks are taken before COPY begins, so that one built on this connection is."""
     nodes: list[tuple[int, int, bytes]] = []
     append, sha256, parse = compact.append, hashlib.sha256, datetime.fromisoformat
     kinds = {kind: copy_rows.text(kind) for kind in Kind.values}
     sequenced_at = copy_rows.timestamp(now)
+    first = next(chunks, [])
     statement = f"COPY ledger_entry ({', '.join(ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-    with cursor.cursor.copy(statement) as copy:
-        rows = bytearray(copy_rows.SIGNATURE)
-        for index, entry in enumerate(built, start=compact.end):
-            body = entry.body
-            leaf = sha256(b"\x00" + body).digest()  # merkle.leaf_hash, inlined: the hot loop
-            nodes.extend(append(leaf))
-            rows += copy_rows.entry_row(
-                index, body, leaf, kinds[entry.kind], entry.source_id, parse(entry.at),
-                entry.system, entry.correlation_id, sequenced_at,
-            )  # fmt: skip
-            if len(rows) > copy_rows.FLUSH_AT:
-                copy.write(rows)
-                rows = bytearray()
-        copy.write(rows + copy_rows.TRAILER)
+    with closing(chunks), cursor.cursor.copy(statement) as copy:
+        copy.write(copy_rows.SIGNATURE)
+        for chunk in itertools.chain([first], chunks):
+            rows = bytearray()
+            for entry in chunk:
+                body = entry.body
+                leaf = sha256(b"\x00" + body).digest()  # merkle.leaf_hash, inlined: the hot loop
+                rows += copy_rows.entry_row(
+                    compact.end, body, leaf, kinds[entry.kind], entry.source_id,
+                    parse(entry.at), entry.system, entry.correlation_id, sequenced_at,
+                )  # fmt: skip
+                nodes.extend(append(leaf))
+            copy.write(rows)
+        copy.write(copy_rows.TRAILER)
     return nodes
 
 
