@@ -13,9 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from tracing.ledger.canonical import canonical_entry, jcs_object_sql, jcs_value_sql, rfc3339
 
@@ -28,8 +27,10 @@ FROM ledger_pendingentry ORDER BY id LIMIT %s
 """
 
 
-@dataclass(frozen=True, slots=True)
-class BuiltEntry:
+class BuiltEntry(NamedTuple):
+    """A tuple, not a frozen dataclass: a sequenced record makes one, and a tuple is made
+    in a quarter of the time."""
+
     pending_id: int
     kind: str
     source_id: int
