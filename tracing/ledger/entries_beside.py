@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from django.db import connection
@@ -31,10 +31,11 @@ CHUNK = 2_500  # queued rows: small enough that little of the building waits alo
 
 
 def entry_chunks(
-    cursor: Any, pending: list[PendingRow], *, beside: bool
+    cursor: Any, pending: list[PendingRow], *, beside: bool, meanwhile: Callable[[], None]
 ) -> Generator[list[BuiltEntry], None, None]:
     """The entries for queued rows, in queue order, a chunk at a time; a source row that no
-    longer exists (removed before it was sequenced) has no entry."""
+    longer exists (removed before it was sequenced) has no entry. `meanwhile` is this
+    connection's work of the batch that needs no entry: done while the second builds."""
     others = {
         entry.pending_id: entry
         for entry in (
@@ -47,22 +48,27 @@ def entry_chunks(
     chunks = [pending[start : start + CHUNK] for start in range(0, len(pending), CHUNK)]
     records = [[row for row in chunk if row[1] == "record"] for chunk in chunks]
     built = (
-        _records_beside(cursor, records)
+        _records_beside(cursor, records, meanwhile)
         if beside
         else iter([records_built(cursor, rows) for rows in records])
     )
+    if not beside:
+        meanwhile()
     for chunk, chunk_records in zip(chunks, built, strict=True):
         found = others | {entry.pending_id: entry for entry in chunk_records.values()}
         yield [found[row[0]] for row in chunk if row[0] in found]
 
 
-def _records_beside(cursor: Any, chunks: list[list[PendingRow]]) -> Iterator[dict[int, BuiltEntry]]:
+def _records_beside(
+    cursor: Any, chunks: list[list[PendingRow]], meanwhile: Callable[[], None]
+) -> Iterator[dict[int, BuiltEntry]]:
     """records_built for each chunk, in order, on a second connection in this transaction's
     snapshot, one chunk ahead of the one being stored."""
     cursor.execute("SELECT pg_export_snapshot()")
     snapshot = cursor.fetchone()[0]
     other = connection.get_new_connection(connection.get_connection_params())
-    ahead: queue.Queue[dict[int, BuiltEntry] | BaseException] = queue.Queue(maxsize=2)
+    # Room for the chunks built while this connection does its work meanwhile.
+    ahead: queue.Queue[dict[int, BuiltEntry] | BaseException] = queue.Queue(maxsize=8)
     stop = threading.Event()
 
     def build() -> None:
@@ -81,6 +87,7 @@ def _records_beside(cursor: Any, chunks: list[list[PendingRow]]) -> Iterator[dic
     builder = threading.Thread(target=build, name="ledger-sequence-build", daemon=True)
     builder.start()
     try:
+        meanwhile()
         for _ in chunks:
             built = ahead.get()
             if isinstance(built, BaseException):

@@ -72,19 +72,21 @@ def _sequence_batch(*, now: datetime, limit: int) -> tuple[int | None, int]:
         frontier = merkle.pieces(0, size)
         stored = piece_hashes(cursor, frontier)
         compact = merkle.CompactRange(size, [stored[piece] for piece in frontier])
-        nodes = _entries_append(
-            cursor, compact, entry_chunks(cursor, pending, beside=beside), now=now
-        )
+
+        def queue_emptied() -> None:  # in this transaction: undone if the batch fails
+            cursor.execute(
+                "DELETE FROM ledger_pendingentry WHERE id = ANY(%s::bigint[])",
+                [ids_literal(row[0] for row in pending)],
+            )
+
+        chunks = entry_chunks(cursor, pending, beside=beside, meanwhile=queue_emptied)
+        nodes = _entries_append(cursor, compact, chunks, now=now)
         appended = compact.end - size
         if appended < len(pending):
             logger.warning(
                 "ledger: %d queued rows no longer exist and get no entry", len(pending) - appended
             )
         _nodes_append(cursor, nodes)
-        cursor.execute(
-            "DELETE FROM ledger_pendingentry WHERE id = ANY(%s::bigint[])",
-            [ids_literal(row[0] for row in pending)],
-        )
     return appended, size + appended
 
 

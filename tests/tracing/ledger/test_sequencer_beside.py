@@ -39,7 +39,7 @@ def built_on_one_connection() -> list[bytes]:
     with connection.cursor() as cursor:
         cursor.execute(PENDING_SQL, [1000])
         pending = cursor.fetchall()
-        chunks = entries_beside.entry_chunks(cursor, pending, beside=False)
+        chunks = entries_beside.entry_chunks(cursor, pending, beside=False, meanwhile=lambda: None)
         return [entry.body for chunk in chunks for entry in chunk]
 
 
