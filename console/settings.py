@@ -363,7 +363,9 @@ TIDELINE_SIGNING_KEY = env_str("TIDELINE_SIGNING_KEY")
 # another system collects.
 TIDELINE_WITNESS_URL = env_str("TIDELINE_WITNESS_URL")
 TIDELINE_WITNESS_DIR = env_str("TIDELINE_WITNESS_DIR")
-TIDELINE_LEDGER_BATCH = env_int("TIDELINE_LEDGER_BATCH", default=20_000, minimum=1)
+# Entries per sequencer transaction: what a batch costs besides its entries (the queue's
+# read, the frontier, the second connection) weighs less in larger ones.
+TIDELINE_LEDGER_BATCH = env_int("TIDELINE_LEDGER_BATCH", default=50_000, minimum=1)
 # Where export bundles are written and served from (auditors and admins download them).
 TIDELINE_EXPORT_DIR = env_path("TIDELINE_EXPORT_DIR", default=TIDELINE_HOME / "media" / "exports")
 # How long payloads are kept, per system: "default=90d,QMS=3650d,WMS=30d" (days). Older

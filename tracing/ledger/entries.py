@@ -13,9 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from tracing.ledger.canonical import canonical_entry, jcs_object_sql, jcs_value_sql, rfc3339
 
@@ -28,8 +27,10 @@ FROM ledger_pendingentry ORDER BY id LIMIT %s
 """
 
 
-@dataclass(frozen=True, slots=True)
-class BuiltEntry:
+class BuiltEntry(NamedTuple):
+    """A tuple, not a frozen dataclass: a sequenced record makes one, and a tuple is made
+    in a quarter of the time."""
+
     pending_id: int
     kind: str
     source_id: int
@@ -209,19 +210,3 @@ def journal_built(cursor: Any, pending: list[PendingRow]) -> dict[int, BuiltEntr
             queued[journal_id], "journal", journal_id, at, None, None, canonical_entry(content)
         )
     return built
-
-
-def entries_built(cursor: Any, pending: list[PendingRow]) -> list[BuiltEntry]:
-    """The entries for queued rows, in queue order; a source row that no longer exists
-    (removed before it was sequenced) has no entry."""
-    by_kind: dict[str, list[PendingRow]] = {"record": [], "dead_letter": [], "journal": []}
-    for row in pending:
-        by_kind[row[1]].append(row)
-    found: dict[int, BuiltEntry] = {}
-    for entry in (
-        *records_built(cursor, by_kind["record"]).values(),
-        *dead_letters_built(cursor, by_kind["dead_letter"]).values(),
-        *journal_built(cursor, by_kind["journal"]).values(),
-    ):
-        found[entry.pending_id] = entry
-    return [found[row[0]] for row in pending if row[0] in found]

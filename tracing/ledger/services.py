@@ -8,7 +8,10 @@ every subtree they complete, and the deletion of their queue rows — all or not
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+from collections.abc import Generator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,9 +22,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tracing.ledger import merkle
-from tracing.ledger.entries import PENDING_SQL, BuiltEntry, entries_built, ids_literal
-from tracing.ledger.models import Checkpoint, VerificationRun, WitnessPublication
+from tracing.ledger import copy_rows, merkle
+from tracing.ledger.entries import PENDING_SQL, BuiltEntry, ids_literal
+from tracing.ledger.entries_beside import entry_chunks
+from tracing.ledger.models import Checkpoint, Kind, VerificationRun, WitnessPublication
 from tracing.ledger.note import VerifierKey, checkpoint_body, verifier_key_parse
 from tracing.ledger.selectors import piece_hashes, root_at_in, tree_size_in
 from tracing.ledger.signing import signing_key
@@ -34,12 +38,6 @@ ENTRY_COLUMNS = (
     "index", "body", "leaf_hash", "kind", "source_id", "at", "system", "correlation_id",
     "sequenced_at",
 )  # fmt: skip
-
-
-ENTRY_TYPES = (
-    "bigint", "bytea", "bytea", "text", "bigint", "timestamptz", "text", "text", "timestamptz",
-)  # fmt: skip
-NODE_TYPES = ("smallint", "bigint", "bytea")
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,7 @@ def ledger_sequence(*, now: datetime, batch: int | None = None, batches: int = 5
 
 def _sequence_batch(*, now: datetime, limit: int) -> tuple[int | None, int]:
     """(entries appended, tree size); None when another sequencer runs or the queue is empty."""
+    beside = not connection.in_atomic_block  # see entries_beside
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
         if not cursor.fetchone()[0]:
@@ -70,51 +69,68 @@ def _sequence_batch(*, now: datetime, limit: int) -> tuple[int | None, int]:
         size = tree_size_in(cursor)
         if not pending:
             return None, size
-        built = entries_built(cursor, pending)
-        if len(built) < len(pending):
-            logger.warning(
-                "ledger: %d queued rows no longer exist and get no entry", len(pending) - len(built)
-            )
         frontier = merkle.pieces(0, size)
         stored = piece_hashes(cursor, frontier)
         compact = merkle.CompactRange(size, [stored[piece] for piece in frontier])
-        nodes = _entries_append(cursor, compact, built, now=now)
-        _copy_binary(cursor, "ledger_node", ("level", "index", "hash"), NODE_TYPES, nodes)
-        cursor.execute(
-            "DELETE FROM ledger_pendingentry WHERE id = ANY(%s::bigint[])",
-            [ids_literal(row[0] for row in pending)],
-        )
-    return len(built), size + len(built)
+
+        def queue_emptied() -> None:  # in this transaction: undone if the batch fails
+            cursor.execute(
+                "DELETE FROM ledger_pendingentry WHERE id = ANY(%s::bigint[])",
+                [ids_literal(row[0] for row in pending)],
+            )
+
+        chunks = entry_chunks(cursor, pending, beside=beside, meanwhile=queue_emptied)
+        nodes = _entries_append(cursor, compact, chunks, now=now)
+        appended = compact.end - size
+        if appended < len(pending):
+            logger.warning(
+                "ledger: %d queued rows no longer exist and get no entry", len(pending) - appended
+            )
+        _nodes_append(cursor, nodes)
+    return appended, size + appended
 
 
 def _entries_append(
-    cursor: Any, compact: merkle.CompactRange, built: list[BuiltEntry], *, now: datetime
+    cursor: Any,
+    compact: merkle.CompactRange,
+    chunks: Generator[list[BuiltEntry], None, None],
+    *,
+    now: datetime,
 ) -> list[tuple[int, int, bytes]]:
     """COPY the entries while they are encoded and hashed, so that PostgreSQL stores and
-    indexes one part while Python makes the next; returns the subtrees they complete."""
+    indexes one part while Python makes the next; returns the subtrees they complete.
+    The chunks are taken before COPY begins, so that one built on this connection is."""
     nodes: list[tuple[int, int, bytes]] = []
     append, sha256, parse = compact.append, hashlib.sha256, datetime.fromisoformat
+    kinds = {kind: copy_rows.text(kind) for kind in Kind.values}
+    sequenced_at = copy_rows.timestamp(now)
+    first = next(chunks, [])
     statement = f"COPY ledger_entry ({', '.join(ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-    with cursor.cursor.copy(statement) as copy:
-        copy.set_types(list(ENTRY_TYPES))
-        for index, entry in enumerate(built, start=compact.end):
-            body = entry.body
-            leaf = sha256(b"\x00" + body).digest()  # merkle.leaf_hash, inlined: the hot loop
-            nodes.extend(append(leaf))
-            copy.write_row((index, body, leaf, entry.kind, entry.source_id, parse(entry.at),
-                            entry.system, entry.correlation_id, now))  # fmt: skip
+    with closing(chunks), cursor.cursor.copy(statement) as copy:
+        copy.write(copy_rows.SIGNATURE)
+        for chunk in itertools.chain([first], chunks):
+            rows = bytearray()
+            for entry in chunk:
+                body = entry.body
+                leaf = sha256(b"\x00" + body).digest()  # merkle.leaf_hash, inlined: the hot loop
+                rows += copy_rows.entry_row(
+                    compact.end, body, leaf, kinds[entry.kind], entry.source_id,
+                    parse(entry.at), entry.system, entry.correlation_id, sequenced_at,
+                )  # fmt: skip
+                nodes.extend(append(leaf))
+            copy.write(rows)
+        copy.write(copy_rows.TRAILER)
     return nodes
 
 
-def _copy_binary(
-    cursor: Any, table: str, columns: tuple[str, ...], types: tuple[str, ...], rows: list[Any]
-) -> None:
-    """COPY in binary: half the server's work of text COPY for bytea (no hex to parse)."""
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    with cursor.cursor.copy(statement) as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
+def _nodes_append(cursor: Any, nodes: list[tuple[int, int, bytes]]) -> None:
+    with cursor.cursor.copy(
+        "COPY ledger_node (level, index, hash) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        node_row = copy_rows.node_row
+        copy.write(
+            b"".join([copy_rows.SIGNATURE, *(node_row(*node) for node in nodes), copy_rows.TRAILER])
+        )
 
 
 def ledger_checkpoint(*, now: datetime, force: bool = False) -> Checkpoint | None:
