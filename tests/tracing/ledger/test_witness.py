@@ -167,6 +167,8 @@ def test_one_publisher_at_a_time(settings, witness: Witness):
         with publisher.cursor() as other:
             other.execute("SELECT pg_advisory_lock(hashtext(%s))", [WITNESS_LOCK])
             assert witness_publish(now=timezone.now()) == 0 and not witness.received
+            # Released here: a closed connection's backend may hold its locks a moment longer.
+            other.execute("SELECT pg_advisory_unlock(hashtext(%s))", [WITNESS_LOCK])
     finally:
         publisher.close()
     assert witness_publish(now=timezone.now()) == 1
