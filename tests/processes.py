@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -46,8 +49,10 @@ def test_database_url() -> str:
 def celery_worker(
     schedule: str, *, concurrency: int = 1, beat: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """A real Celery worker (prefork, with beat unless told otherwise) on the test database."""
-    import os
+    """A real Celery worker (prefork, with beat unless told otherwise) on the test database.
+
+    It leads its own process group, so `worker_stop` can end its pool and embedded beat too.
+    """
     import sys
     from pathlib import Path
 
@@ -63,4 +68,25 @@ def celery_worker(
         **os.environ, "DATABASE_URL": test_database_url(), "REDIS_URL": settings.REDIS_URL, **(env or {}),
     }  # fmt: skip
     root = Path(__file__).resolve().parents[1]
-    return subprocess.Popen(command, cwd=root, env=environment, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        command, cwd=root, env=environment, stdout=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def worker_stop(worker: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    """Stops a `celery_worker` and every process it started.
+
+    A warm shutdown lets the running task finish; a worker that does not stop in time is
+    killed. Either way its whole process group is killed after: a worker terminated while
+    starting up can leave its embedded beat behind, which would go on running tasks
+    against the next test's database.
+    """
+    if worker.poll() is None:
+        worker.terminate()
+        try:
+            worker.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:  # a loaded machine: a long task may still run
+            worker.kill()
+            worker.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):  # the group may already be empty
+        os.killpg(worker.pid, signal.SIGKILL)

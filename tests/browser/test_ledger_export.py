@@ -12,7 +12,7 @@ import pytest
 
 from console.access import Role
 from tests.browser.conftest import RESULTS
-from tests.processes import celery_worker
+from tests.processes import celery_worker, worker_stop
 from tests.tracing.ledger.conftest import SIGNING_KEY
 from tests.tracing.ledger.exportkit import seafood_day, verify_alone
 from tests.tracing.seafood import Runtime
@@ -33,8 +33,7 @@ def ledger(settings: Any, tmp_path: Path) -> Iterator[None]:
         env={"TIDELINE_SIGNING_KEY": SIGNING_KEY.text(), "TIDELINE_EXPORT_DIR": str(tmp_path / "exports")},
     )  # fmt: skip
     yield
-    worker.terminate()
-    worker.wait(timeout=30)
+    worker_stop(worker)
 
 
 def test_an_auditor_exports_a_range_watches_it_finish_and_verifies_the_download(

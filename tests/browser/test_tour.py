@@ -19,7 +19,7 @@ from console.access import Role
 from tests.browser.conftest import RESULTS
 from tests.conftest import PASSWORD
 from tests.console.test_simulate import ROOT, simulator_environment
-from tests.processes import celery_worker
+from tests.processes import celery_worker, worker_stop
 from tests.tracing.seafood import definitions_load
 from tracing.flows.models import FlowInstance
 from tracing.flows.services.missing import flows_missing_check
@@ -51,12 +51,7 @@ def seafood_world(live_server: Any, tmp_path: Path) -> Iterator[None]:
         assert time.monotonic() < deadline, "no stalled flow"
         time.sleep(0.5)
     yield
-    worker.terminate()
-    try:
-        worker.wait(timeout=60)
-    except subprocess.TimeoutExpired:  # a loaded machine: beat's last task may still run
-        worker.kill()
-        worker.wait(timeout=10)
+    worker_stop(worker, seconds=60)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from console.services import api_token_create
 from console.simulator.world import world_plan
 from replay.models import Destination
 from tests import processes
-from tests.processes import celery_worker
+from tests.processes import celery_worker, worker_stop
 from tests.tracing.seafood import definitions_load
 from tracing.flows.models import FlowInstance, Missing
 from tracing.flows.services.missing import flows_missing_check
@@ -51,8 +51,7 @@ WANTED = {"completed", "stalled", "failed", "partial"}
 def worker(transactional_db: Any, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     process = celery_worker(str(tmp_path / "beat-schedule"))
     yield process
-    process.terminate()
-    process.wait(timeout=30)
+    worker_stop(process)
 
 
 @pytest.fixture

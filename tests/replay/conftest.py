@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 
 from console.access import Role
 from console.services import api_token_create, ingest_token_create
-from tests.processes import celery_worker
+from tests.processes import celery_worker, worker_stop
 from tests.receivers import Receiver
 
 REPLAY_TIMEOUT_SECONDS = 2
@@ -48,9 +48,7 @@ def worker(
 
     yield start
     for process in started:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
+        worker_stop(process)
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from console.access import Role
 from console.models import JournalEntry
 from replay.autoreplay import auto_replay_rule_poll
 from replay.models import AutoReplayRule, BulkReplay, Destination, ReplayAttempt
-from tests.processes import celery_worker
+from tests.processes import celery_worker, worker_stop
 from tests.replay.conftest import REPLAY_TIMEOUT_SECONDS, Receiver
 from tests.replay.world import NOW, dead_letter, replay, wait_until
 from tracing.flows.models import Owner
@@ -79,8 +79,7 @@ def worker_without_beat(
 
     yield start
     for process in started:
-        process.terminate()
-        process.wait(timeout=30)
+        worker_stop(process)
 
 
 def test_a_target_back_up_gets_each_of_its_dead_letters_once_through_beat(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from console.services import ingest_token_create
-from tests.processes import celery_worker
+from tests.processes import celery_worker, worker_stop
 from tests.tracing.seafood import definitions_load, new_span_id, new_trace
 from tracing.flows.models import FlowInstance
 
@@ -25,8 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def celery(transactional_db: Any, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     worker = celery_worker(str(tmp_path / "beat-schedule"))
     yield worker
-    worker.terminate()
-    worker.wait(timeout=30)
+    worker_stop(worker)
 
 
 def order_span(order: str) -> bytes:

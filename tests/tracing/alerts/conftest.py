@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.processes import celery_worker, free_port
+from tests.processes import celery_worker, free_port, worker_stop
 from tests.receivers import Receiver
 from tracing.alerts.delivery import notification_deliver, notifications_due
 
@@ -78,6 +78,4 @@ def worker(
 
     yield start
     for process in started:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
+        worker_stop(process)

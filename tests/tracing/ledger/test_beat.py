@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from console.services import journal_append
-from tests.processes import celery_worker
+from tests.processes import celery_worker, worker_stop
 from tests.tracing.ledger.conftest import SIGNING_KEY
 from tests.tracing.ledger.test_merkle import mth
 from tracing.ledger.models import Checkpoint, Entry, PendingEntry, WitnessPublication
@@ -32,8 +32,7 @@ def celery(transactional_db: Any, tmp_path: Path) -> Iterator[subprocess.Popen[b
         },
     )
     yield worker
-    worker.terminate()
-    worker.wait(timeout=30)
+    worker_stop(worker)
 
 
 def test_beat_sequences_journal_entries_and_signs_a_checkpoint(
