@@ -31,7 +31,7 @@ from tracing.flows.bench.lag import DRAIN_SECONDS, Lag, lag_measure
 from tracing.flows.bench.plan import SENDER
 from tracing.flows.bench.reads import Figure, reads_measure, reads_plan, support_session
 from tracing.flows.bench.workers import celery_running
-from tracing.flows.bench.world import World, world_generate, world_summarize
+from tracing.flows.bench.world import World, ledger_catch_up, world_generate, world_summarize
 from tracing.ingest.bench import live_server
 
 __all__ = ["World", "database_check", "run", "world_generate", "world_summarize"]
@@ -85,6 +85,12 @@ def run(
     report(f"bench flows on {machine()}; database {connection.settings_dict['NAME']}")
     if not reuse_world:
         world_report(spans=spans, records=records, flows=flows, report=report)
+    caught_up = ledger_catch_up(now=timezone.now())
+    if caught_up.entries:
+        report(
+            f"ledger: {caught_up.entries:,} queued entries sequenced before measuring, "
+            f"in {caught_up.seconds:,.0f} s (beat keeps it current as ingest goes)"
+        )
     api_token, session = support_session()
     plan = reads_plan(size=min(requests, 2000), api_token=api_token, session=session)
     ingest = ingest_token_create(sender=SENDER, systems=[], actor="bench").secret

@@ -36,6 +36,8 @@ from tracing.ingest.partitions import RECORD_TABLE, partitions_ensure_all, store
 from tracing.ingest.records import JSON_ARRAY as JSON
 from tracing.ingest.records import records_parse
 from tracing.ingest.services import dead_letters_store, records_store, spans_store
+from tracing.ledger.models import PendingEntry
+from tracing.ledger.services import ledger_sequence
 
 WORLD_TABLES = (
     "ingest_span", "ingest_record", "ingest_recordkey", "ingest_rawbody", "ingest_deadletter",
@@ -156,3 +158,22 @@ def world_summarize(*, now: datetime) -> Summarized:
 def _analyze(tables: Iterable[str]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {', '.join(tables)}")
+
+
+@dataclass
+class CaughtUp:
+    entries: int
+    seconds: float
+
+
+def ledger_catch_up(*, now: datetime) -> CaughtUp:
+    """Sequence every ledger entry the world's records queued, timed.
+
+    Over a week of ingest, beat keeps the ledger current within a second; a world loaded in
+    minutes leaves a backlog of some 500,000 records instead, which the sequencer would
+    otherwise work off during the lag phase, on the cores the summarizer needs.
+    """
+    started, entries = time.perf_counter(), 0
+    while PendingEntry.objects.exists():
+        entries += ledger_sequence(now=now).entries
+    return CaughtUp(entries=entries, seconds=time.perf_counter() - started)
