@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tracing.flows.models import FlowInstance, FlowStep
-from tracing.flows.selectors import FlowFacts, flows_facts
+from console import rows
+from tracing.flows.models import FlowDefinition, FlowInstance
+from tracing.flows.models import Owner as Team
+from tracing.flows.selectors import FlowFacts, flows_facts, reads_cursor
 
 
 @dataclass
@@ -33,31 +35,71 @@ def flow_detail(correlation_id: str, *, payloads: bool = False) -> FlowDetail | 
     """Everything the flow page and `GET /api/v1/flows/<id>` show, or None for no such flow."""
     if "\x00" in correlation_id:  # no correlation ID holds NUL: PostgreSQL text cannot
         return None
-    instance = (
-        FlowInstance.objects.select_related("definition__owner")
-        .filter(correlation_id=correlation_id)
-        .first()
-    )
-    if instance is None:
-        return None
+    with reads_cursor() as cursor:
+        cursor.execute(_INSTANCE_SQL, [correlation_id])
+        found = cursor.fetchone()
+        if found is None:
+            return None
+        instance = _instance(found)
+        steps_read: list[_Step] = []
+        if instance.definition_id is not None:
+            cursor.execute(_STEPS_SQL, [instance.definition_id])
+            steps_read = [_Step(*row) for row in cursor.fetchall()]
     facts = flows_facts([correlation_id], payloads=payloads)[correlation_id]
     steps: list[dict[str, Any]] = []
     owner = None
     if instance.definition is not None:
-        definition_steps = list(instance.definition.steps.select_related("system__owner"))
-        steps = [{"key": step.key, **instance.steps.get(step.key, {})} for step in definition_steps]
-        owner = _owner(instance, definition_steps)
+        steps = [{"key": step.key, **instance.steps.get(step.key, {})} for step in steps_read]
+        owner = _owner(instance, steps_read)
     return FlowDetail(instance=instance, facts=facts, owner=owner, steps=steps)
 
 
-def _owner(instance: FlowInstance, steps: list[FlowStep]) -> Owner:
+# The summary with its definition and the definition's owner, as
+# `select_related("definition__owner")` reads them, in one prepared statement.
+_INSTANCE_SQL = f"""
+    SELECT {rows.columns(FlowInstance, "i")}, {rows.columns(FlowDefinition, "d")},
+           {rows.columns(Team, "o")}
+    FROM flows_flowinstance i
+    LEFT JOIN flows_flowdefinition d ON d.id = i.definition_id
+    LEFT JOIN flows_owner o ON o.id = d.owner_id
+    WHERE i.correlation_id = %s
+"""  # noqa: S608 - column names from the models
+_STEPS_SQL = """
+    SELECT s.key, y.name, y.runbook_url, o.team, o.email, o.webhook_url
+    FROM flows_flowstep s JOIN flows_system y ON y.id = s.system_id JOIN flows_owner o ON o.id = y.owner_id
+    WHERE s.definition_id = %s ORDER BY s.position
+"""
+
+
+def _instance(row: tuple[Any, ...]) -> FlowInstance:
+    first, second = rows.width(FlowInstance), rows.width(FlowInstance) + rows.width(FlowDefinition)
+    instance = rows.instance(FlowInstance, row[:first])
+    if instance.definition_id is not None:
+        definition = rows.instance(FlowDefinition, row[first:second])
+        definition.owner = rows.instance(Team, row[second:])
+        instance.definition = definition
+    return instance
+
+
+@dataclass
+class _Step:
+    """A definition's step as the owner question needs it: its system and who answers for it."""
+
+    key: str
+    system: str
+    runbook_url: str
+    team: str
+    email: str
+    webhook: str
+
+
+def _owner(instance: FlowInstance, steps: list[_Step]) -> Owner:
     stopped = next((step for step in steps if step.key == instance.stopped_at), None)
     definition = instance.definition
     assert definition is not None
     if stopped is not None:
-        team = stopped.system.owner
         return Owner(
-            team.team, team.email, team.webhook_url, stopped.system.runbook_url, stopped.system.name
+            stopped.team, stopped.email, stopped.webhook, stopped.runbook_url, stopped.system
         )
     team = definition.owner
     return Owner(team.team, team.email, team.webhook_url, definition.runbook_url, "")

@@ -13,10 +13,11 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from django.db import connection
+from psycopg.abc import Loader
 from psycopg.pq import Format
 
 from tracing.flows.arrays import ANY_BYTEA, ANY_TEXT, bytea_array, text_array
@@ -41,7 +42,10 @@ _SPAN_JSON = frozenset({"attributes", "events", "links", "business_keys"})
 _SPAN_IDS = frozenset({"trace_id", "span_id", "parent_span_id"})
 # psycopg's own (compiled) timestamptz parser: Django's replaces it with a pure-Python one,
 # which was a tenth of the summarizer's time on a week of spans.
-_TIMESTAMPTZ = psycopg.adapters.get_loader(psycopg.adapters.types["timestamptz"].oid, Format.TEXT)
+_TIMESTAMPTZ = cast(
+    "type[Loader]",
+    psycopg.adapters.get_loader(psycopg.adapters.types["timestamptz"].oid, Format.TEXT),
+)
 
 
 class _PreparingCursor(psycopg.Cursor[Any]):
@@ -74,7 +78,7 @@ class _PreparingCursor(psycopg.Cursor[Any]):
 
 
 @contextmanager
-def _reads_cursor() -> Iterator[_PreparingCursor]:
+def reads_cursor() -> Iterator[_PreparingCursor]:
     """On Django's connection and in its transaction, past its cursor wrapper; errors still
     become Django's, and mark the connection for its health check, as through its cursor."""
     connection.ensure_connection()
@@ -203,7 +207,7 @@ def flows_facts(
     flows = {correlation: FlowFacts(correlation) for correlation in correlation_ids}
     if not flows:
         return flows
-    with _reads_cursor() as cursor:
+    with reads_cursor() as cursor:
         shared = _memberships_load(cursor, flows)
         traces = {trace for flow in flows.values() for trace in flow.traces}
         spans = (
@@ -230,7 +234,7 @@ def flows_records_and_dead_letters(
     }
     if not flows:
         return flows
-    with _reads_cursor() as cursor:
+    with reads_cursor() as cursor:
         messages = {message for found in span_messages.values() for message in found}
         _records_assign(flows, _records_load(cursor, flows, messages, payloads=False))
         _dead_letters_assign(cursor, flows)
