@@ -1,7 +1,8 @@
 """Model instances from rows read by hand.
 
-For the few reads on every request (a flow's summary, a token's owner) the ORM took longer to
-build its query and its objects (about 1 ms each, in-process) than PostgreSQL took to answer.
+For a read on every request (a flow's summary with its definition and owner) the ORM took
+longer to build its query and its objects (about 1 ms, in-process) than PostgreSQL took to
+answer.
 These read the same columns with a fixed statement that can be prepared, and give the same
 model instances, their database values converted as Django converts them.
 """

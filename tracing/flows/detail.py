@@ -71,12 +71,15 @@ _STEPS_SQL = """
 """
 
 
+_DEFINITION_AT = rows.width(FlowInstance)  # where the definition's columns begin in the row
+_OWNER_AT = _DEFINITION_AT + rows.width(FlowDefinition)
+
+
 def _instance(row: tuple[Any, ...]) -> FlowInstance:
-    first, second = rows.width(FlowInstance), rows.width(FlowInstance) + rows.width(FlowDefinition)
-    instance = rows.instance(FlowInstance, row[:first])
+    instance = rows.instance(FlowInstance, row[:_DEFINITION_AT])
     if instance.definition_id is not None:
-        definition = rows.instance(FlowDefinition, row[first:second])
-        definition.owner = rows.instance(Team, row[second:])
+        definition = rows.instance(FlowDefinition, row[_DEFINITION_AT:_OWNER_AT])
+        definition.owner = rows.instance(Team, row[_OWNER_AT:])
         instance.definition = definition
     return instance
 

@@ -67,14 +67,13 @@ class _PreparingCursor(psycopg.Cursor[Any]):
         run = prepared
         for wrapper in reversed(connection.execute_wrappers):
             run = functools.partial(wrapper, run)
-        if not connection.queries_logged:
-            return run(query, params, False, {"connection": connection, "cursor": self})
         started = time.monotonic()
         try:
             return run(query, params, False, {"connection": connection, "cursor": self})
         finally:
-            seconds = f"{time.monotonic() - started:.3f}"
-            connection.queries_log.append({"sql": str(query), "time": seconds})
+            if connection.queries_logged:
+                seconds = f"{time.monotonic() - started:.3f}"
+                connection.queries_log.append({"sql": str(query), "time": seconds})
 
 
 @contextmanager
