@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from console import rows
+from console.rows import reads_cursor
 from tracing.flows.models import FlowDefinition, FlowInstance
 from tracing.flows.models import Owner as Team
-from tracing.flows.selectors import FlowFacts, flows_facts, reads_cursor
+from tracing.flows.selectors import FlowFacts, flows_facts
 
 
 @dataclass

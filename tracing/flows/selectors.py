@@ -6,20 +6,13 @@ through `flows_facts`, so the page shows exactly what the status was computed fr
 
 from __future__ import annotations
 
-import functools
-import time
 from collections import defaultdict
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-import psycopg
-from django.db import connection
-from psycopg.abc import Loader
-from psycopg.pq import Format
-
+from console.rows import TIMESTAMPTZ, reads_cursor
 from tracing.flows.arrays import ANY_BYTEA, ANY_TEXT, bytea_array, text_array
 from tracing.flows.status import FAILED_EVENTS, OPEN_DEAD_LETTER_STATES, SPAN_STATUS_ERROR, Fact
 from tracing.flows.stitching import WITHIN, SpanRow, json_value, spans_window, trace_part
@@ -40,50 +33,6 @@ _STATUS_SPAN_SELECT = (
 )
 _SPAN_JSON = frozenset({"attributes", "events", "links", "business_keys"})
 _SPAN_IDS = frozenset({"trace_id", "span_id", "parent_span_id"})
-# psycopg's own (compiled) timestamptz parser: Django's replaces it with a pure-Python one,
-# which was a tenth of the summarizer's time on a week of spans.
-_TIMESTAMPTZ = cast(
-    "type[Loader]",
-    psycopg.adapters.get_loader(psycopg.adapters.types["timestamptz"].oid, Format.TEXT),
-)
-
-
-class _PreparingCursor(psycopg.Cursor[Any]):
-    """Binds on the server and prepares every statement, so PostgreSQL may keep a plan per
-    connection instead of planning each read of a flow afresh. Planning the record read over
-    the daily partitions took 2-4 ms, running it 0.3-0.5 ms (bench world, 38 partitions); its
-    sub-selects (ANY_TEXT, ANY_BYTEA) make the generic plan as good as a fresh one, and
-    PostgreSQL keeps it. The spans read it still plans each time: pruning the partitions
-    outside the window at planning wins there. One flow's reads (`flows_facts`, in process, on
-    the bench world) went from 9.3-11.0 ms to 2.9-3.8 ms.
-    Django's own cursor binds on the client and never prepares (settings: prepare_threshold).
-    """
-
-    def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
-        def prepared(sql: Any, params: Any, many: bool, context: dict[str, Any]) -> Any:
-            return psycopg.Cursor.execute(self, sql, params, prepare=True, **options)
-
-        # Through Django's execute wrappers and into its query log, as its own cursors go.
-        run = prepared
-        for wrapper in reversed(connection.execute_wrappers):
-            run = functools.partial(wrapper, run)
-        started = time.monotonic()
-        try:
-            return run(query, params, False, {"connection": connection, "cursor": self})
-        finally:
-            if connection.queries_logged:
-                seconds = f"{time.monotonic() - started:.3f}"
-                connection.queries_log.append({"sql": str(query), "time": seconds})
-
-
-@contextmanager
-def reads_cursor() -> Iterator[_PreparingCursor]:
-    """On Django's connection and in its transaction, past its cursor wrapper; errors still
-    become Django's, and mark the connection for its health check, as through its cursor."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors, _PreparingCursor(connection.connection) as cursor:
-        cursor.adapters.register_loader("timestamptz", _TIMESTAMPTZ)
-        yield cursor
 
 
 @dataclass(slots=True)
@@ -261,7 +210,7 @@ def _memberships_load(cursor: Any, flows: dict[str, FlowFacts]) -> set[bytes]:
 
 def fast_times(cursor: Any) -> None:
     """Parse this cursor's timestamps with psycopg's compiled parser (UTC, like Django's)."""
-    cursor.cursor.adapters.register_loader("timestamptz", _TIMESTAMPTZ)
+    cursor.cursor.adapters.register_loader("timestamptz", TIMESTAMPTZ)
 
 
 def _spans_select(cursor: Any, columns: str, traces: set[bytes], *params: Any) -> list[Any]:
