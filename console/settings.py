@@ -113,8 +113,8 @@ DATABASES = {"default": database_from_url("DATABASE_URL", _required("DATABASE_UR
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("TIDELINE_DB_CONN_MAX_AGE", default=60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # A database that does not answer must fail fast (ingest then answers 503), not hang a worker.
-# Statements are prepared only where the code asks for it (the flow reads, see
-# tracing.flows.selectors): Django's cursors bind on the client and never prepare, and with
+# Statements are prepared only where the code asks for it (token and flow reads, see
+# console.rows): Django's cursors bind on the client and never prepare, and with
 # Django's default threshold (None) psycopg would prepare nothing even when asked.
 DATABASES["default"]["OPTIONS"] = {
     "connect_timeout": env_int("TIDELINE_DB_CONNECT_TIMEOUT", default=5, minimum=1),
