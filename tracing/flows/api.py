@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -85,6 +86,25 @@ class FlowSerializer(serializers.ModelSerializer[FlowInstance]):
 
     def get_url(self, flow: FlowInstance) -> str:
         return reverse("flow", args=[flow.correlation_id])
+
+    def to_representation(self, flow: FlowInstance) -> dict[str, Any]:
+        """The fields above, read straight off the flow. A ModelSerializer builds its fields
+        anew for every instance serialized alone, which was a tenth of the flow API's CPU; the
+        declared fields still describe the answer in the schema, and a test holds the two equal."""
+        return {
+            "correlation_id": flow.correlation_id, "definition": self.get_definition(flow),
+            "status": flow.status, "stopped_at": flow.stopped_at, "last_step": flow.last_step,
+            "sentence": flow.sentence, "started_at": _time(flow.started_at),
+            "last_activity_at": _time(flow.last_activity_at), "completed_at": _time(flow.completed_at),
+            "due_at": _time(flow.due_at), "systems": list(flow.systems), "url": self.get_url(flow),
+        }  # fmt: skip
+
+
+_TIME = serializers.DateTimeField()
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else _TIME.to_representation(value)
 
 
 class FlowFilter(serializers.Serializer[dict[str, Any]]):

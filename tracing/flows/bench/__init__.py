@@ -2,7 +2,7 @@
 
 1. The world: orders of order-to-invoice over the last seven days, stored through the ingest
    services (COPY, with the flow-touch marks ingest writes) and summarized by the real
-   `flows_summarize`, then ANALYZEd. Most orders complete; some stall at each step, some fail
+   `flows_summarize`, then VACUUM ANALYZEd. Most orders complete; some stall at each step, some fail
    (half of those with a dead letter), a few go on without their certificate (partial), the
    newest are in progress. An order spans two or three traces: ERP's, the warehouse's (joined by a span
    link: an async hop) and shipping's; each night's invoice export is one trace of many orders.
@@ -31,7 +31,13 @@ from tracing.flows.bench.lag import DRAIN_SECONDS, Lag, lag_measure
 from tracing.flows.bench.plan import SENDER
 from tracing.flows.bench.reads import Figure, reads_measure, reads_plan, support_session
 from tracing.flows.bench.workers import celery_running
-from tracing.flows.bench.world import World, ledger_catch_up, world_generate, world_summarize
+from tracing.flows.bench.world import (
+    World,
+    ledger_catch_up,
+    world_generate,
+    world_summarize,
+    world_vacuum,
+)
 from tracing.ingest.bench import live_server
 
 __all__ = ["World", "database_check", "run", "world_generate", "world_summarize"]
@@ -85,6 +91,7 @@ def run(
     report(f"bench flows on {machine()}; database {connection.settings_dict['NAME']}")
     if not reuse_world:
         world_report(spans=spans, records=records, flows=flows, report=report)
+    report(f"vacuum: the world's tables vacuumed and analyzed in {world_vacuum():,.0f} s")
     caught_up = ledger_catch_up(now=timezone.now())
     if caught_up.entries:
         report(
