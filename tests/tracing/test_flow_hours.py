@@ -150,3 +150,17 @@ def test_recomputing_flows_that_did_not_change_leaves_the_counts_alone(orders: R
     FlowInstance.objects.update(due_at=NOW - timedelta(minutes=1))
     flows_mark_stalled(now=NOW)
     assert recount("flows_flowhour")[0] == before
+
+
+def test_what_a_clock_running_ahead_puts_past_now_is_in_no_window(orders: Runtime) -> None:
+    """A sender's clock runs ahead of ours: one order starts, another completes, later in this
+    hour than now. The hour's row holds them already; no window may count them yet."""
+    orders.order("7790", NOW + timedelta(minutes=5), until="order.create")
+    orders.order("7791", NOW - timedelta(minutes=45), until="invoice.basis")
+    orders.send()
+    summarize()
+    assert FlowInstance.objects.get(correlation_id="7790").started_at > NOW
+    ahead = FlowInstance.objects.get(correlation_id="7791")
+    assert ahead.status == "completed" and ahead.completed_at > NOW
+    for window in windows():
+        assert counted_by_hours(window) == counted_directly(window), window
