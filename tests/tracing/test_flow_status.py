@@ -11,6 +11,7 @@ from django.core.management import call_command
 from tests.tracing.seafood import Runtime, definitions_load, new_span_id, new_trace
 from tracing.flows.models import FlowInstance, FlowKey, FlowTrace
 from tracing.flows.selectors import flows_facts
+from tracing.flows.services import summary
 from tracing.flows.services.summary import flows_mark_stalled, flows_summarize
 
 pytestmark = pytest.mark.django_db
@@ -68,6 +69,20 @@ def test_an_order_that_simply_stops_is_stalled_once_its_deadline_passes(runtime:
         "Stopped at Production notified (MES): nothing since Stock reserved at "
     )
     assert order.sentence.endswith("3 h 12 min overdue (due 30 min after Stock reserved).")
+
+
+def test_the_stalled_sweep_takes_a_burst_of_due_orders_a_few_at_a_time(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for order in ("4790", "4791", "4792"):
+        runtime.order(order, T0, until="stock.reserve")
+    runtime.send()
+    flows_summarize(now=T0 + timedelta(minutes=15))
+    monkeypatch.setattr(summary, "STALLED_BATCH", 2)
+    assert flows_mark_stalled(now=T0 + timedelta(hours=2)) == 3
+    assert {flow(order).status for order in ("4790", "4791", "4792")} == {"stalled"}
+    assert all(flow(order).sentence.endswith("overdue (due 30 min after Stock reserved).")
+               for order in ("4790", "4791", "4792"))  # fmt: skip
 
 
 def test_an_order_that_completes_is_completed(runtime: Runtime) -> None:

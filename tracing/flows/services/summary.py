@@ -39,6 +39,7 @@ FACTS_PER_READ = 1000  # flows whose facts are read at once: bounds the memory a
 # under READ COMMITTED two runs could each miss the other's half of a link.
 SUMMARIZER_LOCK = 0x7469_6465_6C69_6E65  # "tideline"
 RUN_SECONDS = 20.0  # then let beat start a fresh run, so one worker is not held forever
+STALLED_BATCH = 300  # due flows one transaction of the stalled sweep recomputes
 
 
 def flows_summarize(*, now: datetime, batch: int = BATCH) -> int:
@@ -307,11 +308,24 @@ def _keys_save(keys: set[tuple[str, str, str]]) -> None:
 
 
 def flows_mark_stalled(*, now: datetime) -> int:
-    """Beat: flows whose next step fell due are recomputed, which makes them stalled."""
-    with transaction.atomic():
-        due = list(
-            FlowInstance.objects.filter(status=FlowInstance.Status.IN_PROGRESS, due_at__lte=now)
-            .order_by("due_at")
-            .values_list("correlation_id", flat=True)[:BATCH]
-        )
-        return flows_recompute(correlation_ids=due, now=now)
+    """Beat: flows whose next step fell due are recomputed, which makes them stalled.
+
+    Nothing new reached them, so each is rebuilt from its span digest where it has one, a few
+    hundred to a transaction for up to RUN_SECONDS: the summarizer writes the same hourly
+    rows and waits for such a transaction to commit. One transaction recomputing 5,000 flows
+    from all their facts had held it for some ten seconds when a burst of orders fell due
+    together (the bench's summarizer lag, 1 s at p95 otherwise, went to 8-26 s).
+    """
+    due = list(
+        FlowInstance.objects.filter(status=FlowInstance.Status.IN_PROGRESS, due_at__lte=now)
+        .order_by("due_at")
+        .values_list("correlation_id", flat=True)
+    )
+    updated, started = 0, time.monotonic()
+    for first in range(0, len(due), STALLED_BATCH):
+        if time.monotonic() - started >= RUN_SECONDS:
+            break  # the next beat takes the rest
+        with transaction.atomic():
+            chunk = due[first : first + STALLED_BATCH]
+            updated += flows_recompute(correlation_ids=(), by_records=chunk, now=now)
+    return updated
