@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
-from django.db.models import Max, Min
+from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
 from tracing.flows.expectations import runs_missed, volume_shortfall, volume_windows
@@ -46,8 +46,7 @@ def _first_created(definition: FlowDefinition) -> datetime:
 
 
 def _schedule_check(definition: FlowDefinition, now: datetime) -> int:
-    runs = FlowInstance.objects.filter(definition__name=definition.name)
-    last_run_at = runs.aggregate(at=Max("started_at"))["at"]
+    last_run_at = _last_run_at(definition.name)
     missed = runs_missed(
         definition=definition, last_run_at=last_run_at, since=_first_created(definition), now=now,
         tz=_zone(),
@@ -73,6 +72,19 @@ def _schedule_check(definition: FlowDefinition, now: datetime) -> int:
         count=missed.missed, sentence=missed.sentence, raised_at=now,
     )  # fmt: skip
     return 1
+
+
+def _last_run_at(name: str) -> datetime | None:
+    """The latest start under any version of the definition: one index probe per version.
+    As one MAX over the instances joined to their definitions, PostgreSQL scanned every
+    instance of every definition, every 15 s (0.3-2 s on the bench's 220,000 flows)."""
+    latest = (
+        FlowInstance.objects.filter(definition_id=OuterRef("pk"))
+        .order_by("-started_at")
+        .values("started_at")[:1]
+    )
+    versions = FlowDefinition.objects.filter(name=name).annotate(last_run_at=Subquery(latest))
+    return max(filter(None, versions.values_list("last_run_at", flat=True)), default=None)
 
 
 def _volume_check(definition: FlowDefinition, now: datetime) -> int:
