@@ -3,8 +3,9 @@ hour at its start from the instances themselves.
 
 The hour `now` is in comes from its hourly row too, less the instances past `now` (a
 sender's clock may run ahead): the summarizer keeps that row as current as the instances,
-in the same transaction, and counting the instances of a busy current hour one by one had
-made the page slower the more orders the hour held (500 ms with 40,000 in it).
+in the same transaction, and counting the instances of a busy current hour one by one made
+the page slower the more orders the hour held (177 ms in-process with 45,851 in it; 43 ms
+from its row).
 
 Every figure equals what counting the instances over the whole window gives; the hourly
 tables only spare reading every instance of a week on each load of the page.
