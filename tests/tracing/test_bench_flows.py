@@ -84,3 +84,23 @@ def test_it_refuses_a_database_not_named_for_benches(monkeypatch: pytest.MonkeyP
     with pytest.raises(CommandError, match="--yes-wipe"):
         bench.database_check(yes_wipe=False)
     bench.database_check(yes_wipe=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_world_is_vacuumed_before_it_is_measured() -> None:
+    """As autovacuum would have over the week: every flow page visible, statistics fresh."""
+    now = timezone.now()
+    bench.world_generate(spans=400, records=100, flows=20, now=now)
+    bench.world_summarize(now=now)
+    bench.world_vacuum()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(%s)"
+            " AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL",
+            [["flows_flowinstance", "flows_flowtrace", "ingest_deadletter"]],
+        )
+        assert len(cursor.fetchall()) == 3
+        cursor.execute(
+            "SELECT relallvisible = relpages FROM pg_class WHERE relname = 'flows_flowinstance'"
+        )
+        assert cursor.fetchone() == (True,)

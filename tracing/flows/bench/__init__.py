@@ -40,7 +40,7 @@ from tracing.flows.bench.world import (
 )
 from tracing.ingest.bench import live_server
 
-__all__ = ["World", "database_check", "run", "world_generate", "world_summarize"]
+__all__ = ["World", "database_check", "run", "world_generate", "world_summarize", "world_vacuum"]
 
 
 def database_check(*, yes_wipe: bool) -> None:
