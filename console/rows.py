@@ -61,7 +61,10 @@ class _PreparingCursor(psycopg.Cursor[Any]):
 @contextmanager
 def reads_cursor() -> Iterator[_PreparingCursor]:
     """On Django's connection and in its transaction, past its cursor wrapper; errors still
-    become Django's, and mark the connection for its health check, as through its cursor."""
+    become Django's, and mark the connection for its health check, as through its cursor.
+    As Django's cursor does, a kept connection the server dropped is replaced first: the
+    token lookup is the first query of an API request."""
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors, _PreparingCursor(connection.connection) as cursor:
         cursor.adapters.register_loader("timestamptz", TIMESTAMPTZ)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
+import httpx
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client, RequestFactory
 
@@ -144,3 +148,24 @@ def test_a_new_secret_is_never_stored_on_the_server(client_as) -> None:
     secret = browser.get("/account/api-tokens/").context["issued"]["secret"]
     assert secret.startswith("tlp_")
     assert all(secret not in repr(session) for session in sessions)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_request_after_the_database_dropped_the_connection_still_answers(
+    live_server: Any, make_user: Callable[..., User]
+) -> None:
+    """The server keeps its database connection between requests; when PostgreSQL has closed
+    it (a restart, a failover), the next request opens a new one instead of failing."""
+    secret = api_token_create(user=make_user(Role.SUPPORT), name="script").secret
+    with httpx.Client(
+        base_url=live_server.url, headers={"Authorization": f"Token {secret}"}, timeout=30
+    ) as http:
+        assert http.get("/api/v1/flows").status_code == 200
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert cursor.fetchone()[0] >= 1, "the server's connection was kept"
+        answer = http.get("/api/v1/flows")
+        assert answer.status_code == 200, answer.text

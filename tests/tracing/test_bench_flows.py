@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -92,7 +92,7 @@ def test_the_world_is_vacuumed_before_it_is_measured() -> None:
     now = timezone.now()
     bench.world_generate(spans=400, records=100, flows=20, now=now)
     bench.world_summarize(now=now)
-    bench.world_vacuum()
+    assert bench.world_vacuum().checkpoint
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(%s)"
@@ -104,3 +104,17 @@ def test_the_world_is_vacuumed_before_it_is_measured() -> None:
             "SELECT relallvisible = relpages FROM pg_class WHERE relname = 'flows_flowinstance'"
         )
         assert cursor.fetchone() == (True,)
+
+
+def test_a_role_that_may_not_take_a_checkpoint_is_told_so_not_stopped() -> None:
+    from tracing.flows.bench.world import _checkpoint
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DO $$ BEGIN CREATE ROLE tideline_test_no_checkpoint NOLOGIN;"
+            " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        with transaction.atomic():  # the refusal ends only this savepoint
+            cursor.execute("SET LOCAL ROLE tideline_test_no_checkpoint")
+            assert _checkpoint(cursor) is False
+            transaction.set_rollback(True)

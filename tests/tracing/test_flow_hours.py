@@ -89,7 +89,9 @@ def counted_by_hours(
     groups: Counter[tuple[str, frozenset[str]]] = Counter()
     for status, done, instances in started_groups(versions, window):
         groups[(status, done)] += instances
-    return +groups, completed_counts(versions, window)
+    shown = Counter({group: count for group, count in groups.items() if count})
+    assert all(count > 0 for count in shown.values()), f"a group below zero: {shown}"
+    return shown, completed_counts(versions, window)
 
 
 def recount(table: str) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]]]:

@@ -85,6 +85,25 @@ def test_the_stalled_sweep_takes_a_burst_of_due_orders_a_few_at_a_time(
                for order in ("4790", "4791", "4792"))  # fmt: skip
 
 
+def test_the_stalled_sweep_leaves_a_flow_with_news_waiting_to_the_summarizer(
+    runtime: Runtime,
+) -> None:
+    """Production notified arrives a minute before its deadline; the sweep runs before the
+    summarizer has read it. The order must not show as stalled on the strength of old facts."""
+    runtime.order("4793", T0, until="stock.reserve")
+    runtime.send()
+    flows_summarize(now=T0 + timedelta(minutes=15))
+    runtime.record("MES", "production.notify", "delivered", T0 + timedelta(minutes=39),
+                   correlation="4793", business_keys={"order": "4793"})  # fmt: skip
+    runtime.send()
+    due = T0 + timedelta(minutes=41)  # Production notified was due at T0 + 40 min
+    assert flows_mark_stalled(now=due) == 0
+    assert flow("4793").status == "in_progress"
+    flows_summarize(now=due)
+    order = flow("4793")
+    assert order.status == "in_progress" and "production_notified" in order.steps_done
+
+
 def test_an_order_that_completes_is_completed(runtime: Runtime) -> None:
     runtime.order("4713", T0, until="invoice.basis")
     runtime.send()

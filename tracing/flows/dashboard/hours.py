@@ -13,8 +13,11 @@ tables only spare reading every instance of a week on each load of the page.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 
 from tracing.flows.dashboard.windows import Window
@@ -46,8 +49,26 @@ def _beyond(field: str, window: Window, hours: tuple[datetime, datetime]) -> Q:
     return Q(**{f"{field}__gt": window.now, f"{field}__lt": hours[1]})
 
 
+@contextmanager
+def _one_snapshot() -> Iterator[None]:
+    """The rows and the instances taken back out of them, read as of one moment: between two
+    statements the summarizer may commit a flow past `now`, which the rows read first would
+    not hold, and a count would go below what is there."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
 def started_groups(version_ids: list[int], window: Window) -> list[Group]:
     """Instances started in the window, by status and the steps they did."""
+    with _one_snapshot():
+        return _started_groups(version_ids, window)
+
+
+def _started_groups(version_ids: list[int], window: Window) -> list[Group]:
     hours = hours_kept(window)
     groups = _started_counted(version_ids, _before("started_at", window, hours), sign=1)
     if hours is not None:
@@ -77,6 +98,17 @@ def _started_counted(version_ids: list[int], started: Q, *, sign: int) -> list[G
 def completed_counts(version_ids: list[int], window: Window) -> dict[int, tuple[int, int]]:
     """Per definition version: instances completed in the window, and how many of them
     within all their deadlines (the instances through the partial index on completed_at)."""
+    with _one_snapshot():
+        rows = _completed_rows(version_ids, window)
+    counted: dict[int, tuple[int, int]] = {}
+    for definition_id, finished, within in rows:
+        before = counted.get(definition_id, (0, 0))
+        counted[definition_id] = (before[0] + finished, before[1] + within)
+    # A version whose only completions in the last hour lie past `now` has none to show.
+    return {definition_id: both for definition_id, both in counted.items() if both[0] > 0}
+
+
+def _completed_rows(version_ids: list[int], window: Window) -> list[tuple[int, int, int]]:
     hours = hours_kept(window)
     rows = _completed_counted(version_ids, _before("completed_at", window, hours), sign=1)
     if hours is not None:
@@ -89,12 +121,7 @@ def completed_counts(version_ids: list[int], window: Window) -> dict[int, tuple[
             .order_by()
         )
         rows += _completed_counted(version_ids, _beyond("completed_at", window, hours), sign=-1)
-    counted: dict[int, tuple[int, int]] = {}
-    for definition_id, finished, within in rows:
-        before = counted.get(definition_id, (0, 0))
-        counted[definition_id] = (before[0] + finished, before[1] + within)
-    # A version whose only completions in the last hour lie past `now` has none to show.
-    return {definition_id: both for definition_id, both in counted.items() if both[0]}
+    return rows
 
 
 def _completed_counted(

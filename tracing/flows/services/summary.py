@@ -30,6 +30,7 @@ from tracing.flows.selectors import FlowFacts, fast_times, flows_facts, span_fac
 from tracing.flows.services.hours import Counted, counted, counted_now, flow_hours_shift
 from tracing.flows.status import Fact, Summary, step_done_by, summarize
 from tracing.flows.stitching import Touch, stitch, trace_ranges_extend
+from tracing.ingest.models import FlowTouch
 
 BATCH = 5000  # marks one transaction takes: a flow touched by several of them is recomputed once
 FACTS_PER_READ = 1000  # flows whose facts are read at once: bounds the memory a recompute takes
@@ -40,6 +41,7 @@ FACTS_PER_READ = 1000  # flows whose facts are read at once: bounds the memory a
 SUMMARIZER_LOCK = 0x7469_6465_6C69_6E65  # "tideline"
 RUN_SECONDS = 20.0  # then let beat start a fresh run, so one worker is not held forever
 STALLED_BATCH = 300  # due flows one transaction of the stalled sweep recomputes
+STALLED_SECONDS = 10.0  # a sweep's time: less than beat's 15 s between sweeps
 
 
 def flows_summarize(*, now: datetime, batch: int = BATCH) -> int:
@@ -310,11 +312,13 @@ def _keys_save(keys: set[tuple[str, str, str]]) -> None:
 def flows_mark_stalled(*, now: datetime) -> int:
     """Beat: flows whose next step fell due are recomputed, which makes them stalled.
 
-    Nothing new reached them, so each is rebuilt from its span digest where it has one, a few
-    hundred to a transaction for up to RUN_SECONDS: the summarizer writes the same hourly
-    rows and waits for such a transaction to commit. One transaction recomputing 5,000 flows
-    from all their facts had held it for some ten seconds when a burst of orders fell due
-    together (the bench's summarizer lag, 1 s at p95 otherwise, went to 8-26 s).
+    A few hundred to a transaction, each rebuilt from its span digest where it has one: the
+    summarizer writes the same flows and hourly rows and waits for such a transaction to
+    commit. One transaction recomputing 5,000 flows from all their facts had held it for
+    seconds when a burst of orders fell due together. Flows with news waiting (a mark that
+    names them) are left to the summarizer, which reads that news and stalls them as well if
+    they are still due; the digest does not hold a span stored since. It stops after
+    STALLED_SECONDS, within beat's interval, so two sweeps do not run at once.
     """
     due = list(
         FlowInstance.objects.filter(status=FlowInstance.Status.IN_PROGRESS, due_at__lte=now)
@@ -323,9 +327,15 @@ def flows_mark_stalled(*, now: datetime) -> int:
     )
     updated, started = 0, time.monotonic()
     for first in range(0, len(due), STALLED_BATCH):
-        if time.monotonic() - started >= RUN_SECONDS:
+        if time.monotonic() - started >= STALLED_SECONDS:
             break  # the next beat takes the rest
         with transaction.atomic():
             chunk = due[first : first + STALLED_BATCH]
-            updated += flows_recompute(correlation_ids=(), by_records=chunk, now=now)
+            with_news = set(
+                FlowTouch.objects.filter(correlation_id__in=chunk).values_list(
+                    "correlation_id", flat=True
+                )
+            )
+            quiet = [correlation for correlation in chunk if correlation not in with_news]
+            updated += flows_recompute(correlation_ids=(), by_records=quiet, now=now)
     return updated
