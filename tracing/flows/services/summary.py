@@ -323,7 +323,7 @@ def flows_mark_stalled(*, now: datetime) -> int:
     due = list(
         FlowInstance.objects.filter(status=FlowInstance.Status.IN_PROGRESS, due_at__lte=now)
         .order_by("due_at")
-        .values_list("correlation_id", flat=True)
+        .values_list("correlation_id", flat=True)[:BATCH]  # about what one sweep gets through
     )
     updated, started = 0, time.monotonic()
     for first in range(0, len(due), STALLED_BATCH):
